@@ -1,0 +1,53 @@
+"""mickey_ros: an ament_python ROS 2 package that is also pip-installable.
+
+torch is required as ``torch>=2.1``. Install the CPU build first where no GPU exists
+(``pip install torch==2.13.0``); a range that the installed torch satisfies installs nothing more.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "mickey_ros"
+
+
+def _data(folder: str, pattern: str = "*") -> tuple[str, list[str]]:
+    return (f"share/{package_name}/{folder}", [p for p in glob(f"{folder}/{pattern}") if not p.endswith("README.md")])
+
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=["mickey_ros", "mickey_ros.*"]),
+    package_data={"mickey_ros": ["data/*", "data/demo/*"]},
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
+        (f"share/{package_name}", ["package.xml"]),
+        _data("launch", "*.py"),
+        _data("config", "*.yaml"),
+        _data("rviz", "*.rviz"),
+        _data("msg", "*.msg"),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.1",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "train": ["tensorboard", "tqdm"],
+        "ros": ["rosbags>=0.10", "tqdm"],
+    },
+    zip_safe=True,
+    maintainer="mickey_ros maintainers",
+    maintainer_email="maintainers@mickey-ros.invalid",
+    description="MicKey metric relative pose for ROS 2",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "mickey-ros = mickey_ros.cli:main",
+        ],
+    },
+)
