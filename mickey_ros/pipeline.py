@@ -1,9 +1,27 @@
 """Relocalizer: two images + intrinsics -> metric relative pose (the one entry point everything uses)."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
 
+import cv2
 import numpy as np
+import torch
+
+from mickey_ros.errors import ImageError, InputError
+from mickey_ros.geometry.camera import (
+    PATCH_SIZE,
+    backproject,
+    check_intrinsics,
+    crop_to_multiple,
+    rescale_intrinsics,
+)
+from mickey_ros.geometry.se3 import make_T
+from mickey_ros.solver import SolverConfig, solve_relative_pose
+
+if TYPE_CHECKING:
+    from mickey_ros.model import MicKey, MicKeyOutput
 
 
 @dataclass
@@ -58,3 +76,250 @@ class RelativePose:
     def t(self) -> np.ndarray:
         """``[3]`` float64 translation camera 0 -> camera 1, metres."""
         return self.T_0to1[:3, 3]
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MIN_PATCHES = 3  # the network needs at least 3x3 patches of 14 px
+
+
+@dataclass
+class _View:
+    """One preprocessed image: network input, its K, and the map back to the caller's pixels."""
+
+    image: torch.Tensor  # [1, 3, H, W] float32 in [0, 1] on the device, cropped to multiples of 14
+    K: np.ndarray  # [3, 3] float64 intrinsics of ``image``
+    scale_xy: tuple[float, float]  # (W_net / W_in, H_net / H_in) before the crop; (1, 1) without resize
+    out: MicKeyOutput | None = None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; checks that an explicit cuda device exists.
+
+    Raises:
+        InputError: unknown device string or cuda requested without a GPU.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: 'cuda' requested but no CUDA GPU is available (use 'cpu' or 'auto')")
+    return dev
+
+
+class Relocalizer:
+    """Metric relative pose from two images and their intrinsics with a MicKey network.
+
+    The network runs on ``device``; the backbone may run under bf16/fp16 autocast (``precision``)
+    while the heads run in float32 and the geometry (back-projection, Kabsch) in float64.
+
+    Args:
+        net: a ``MicKey`` from ``build_model`` / ``load_checkpoint``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        seed: seed of the stochastic solver. Every call starts from this seed, so the same pair always gives
+            the same pose; ``None`` draws fresh randomness per call.
+        solver: solver settings (official test-time defaults).
+        precision: ``"auto"`` (fp16 backbone on CUDA as the official code, fp32 on CPU), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"`` (autocast of the backbone only).
+        resize: optional ``(W, H)``: images are resized to it (bilinear) and K rescaled
+            (half-pixel convention) before the crop to multiples of 14.
+    """
+
+    def __init__(
+        self,
+        net: MicKey,
+        device: str | torch.device = "cpu",
+        seed: int | None = 0,
+        solver: SolverConfig | None = None,
+        precision: str = "auto",
+        resize: tuple[int, int] | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if resize is not None:
+            if len(resize) != 2 or min(int(v) for v in resize) < MIN_PATCHES * PATCH_SIZE:
+                raise InputError(
+                    f"resize: expected W H of at least {MIN_PATCHES * PATCH_SIZE} pixels each, got {tuple(resize)}"
+                )
+            resize = (int(resize[0]), int(resize[1]))
+        self.device = resolve_device(device)
+        self.net = net.to(self.device).eval()
+        self.seed = seed
+        self.solver = solver or SolverConfig()
+        self.precision = precision
+        self.resize = resize
+        self._reference: _View | None = None
+
+    # -- public API ------------------------------------------------------------------------------
+    def estimate(self, image0: np.ndarray | torch.Tensor, K0: np.ndarray | torch.Tensor,
+                 image1: np.ndarray | torch.Tensor, K1: np.ndarray | torch.Tensor) -> RelativePose:
+        """Relative pose camera 0 -> camera 1 from two images.
+
+        Args:
+            image0, image1: uint8 ``[H, W, 3]`` RGB (or ``[H, W]`` grey) numpy arrays, float numpy in [0, 1],
+                or torch tensors ``[3, H, W]`` (uint8 or float in [0, 1]). Sizes may differ.
+            K0, K1: ``[3, 3]`` intrinsics of the given images (pixels).
+
+        Returns:
+            ``RelativePose`` with ``T_0to1`` (X1 = R X0 + t, metres); ``success=False`` with a reason when
+            no pose could be estimated.
+
+        Raises:
+            ImageError, IntrinsicsError: malformed inputs (one-line messages naming image0/K1/...).
+        """
+        view0 = self._prepare(image0, K0, "image0", "K0")
+        view1 = self._prepare(image1, K1, "image1", "K1")
+        view0.out = self._extract(view0.image)
+        view1.out = self._extract(view1.image)
+        return self._solve(view0, view1)
+
+    def set_reference(self, image: np.ndarray | torch.Tensor, K: np.ndarray | torch.Tensor) -> None:
+        """Extract and keep the reference (camera 0) features for later ``estimate_query`` calls."""
+        view = self._prepare(image, K, "reference image", "reference K")
+        view.out = self._extract(view.image)
+        self._reference = view
+
+    def estimate_query(self, image: np.ndarray | torch.Tensor, K: np.ndarray | torch.Tensor) -> RelativePose:
+        """Pose reference -> query (``T_0to1`` with camera 0 = the reference), reusing its features.
+
+        Raises:
+            InputError: ``set_reference`` was not called first.
+        """
+        if self._reference is None:
+            raise InputError("reference: call set_reference(image, K) before estimate_query")
+        view1 = self._prepare(image, K, "query image", "query K")
+        view1.out = self._extract(view1.image)
+        return self._solve(self._reference, view1)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _prepare(self, image: np.ndarray | torch.Tensor, K: np.ndarray | torch.Tensor,
+                 name: str, k_name: str) -> _View:
+        rgb = to_float_rgb(image, name)  # [H, W, 3] float32 numpy in [0, 1]
+        K = check_intrinsics(K, k_name)
+        height, width = rgb.shape[:2]
+        scale = (1.0, 1.0)
+        if self.resize is not None and self.resize != (width, height):
+            new_w, new_h = self.resize
+            rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+            scale = (new_w / width, new_h / height)
+            K = rescale_intrinsics(K, *scale)
+            height, width = new_h, new_w
+        check_network_size(height, width, name)
+        crop_h, crop_w = crop_to_multiple(height, width)
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb[:crop_h, :crop_w])).permute(2, 0, 1)[None]
+        return _View(image=tensor.to(self.device), K=K, scale_xy=scale)
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if self.precision == "auto" and self.device.type == "cuda":
+            dtype = torch.float16
+        if dtype is None:
+            yield
+            return
+        with torch.autocast(device_type=self.device.type, dtype=dtype):
+            yield
+
+    @torch.no_grad()
+    def _extract(self, image: torch.Tensor) -> MicKeyOutput:
+        with self._autocast():
+            features = self.net.backbone_features(image)
+        return self.net.forward_heads(features.float())
+
+    @torch.no_grad()
+    def _solve(self, view0: _View, view1: _View) -> RelativePose:
+        out0, out1 = view0.out, view1.out
+        assert out0 is not None and out1 is not None  # internal invariant: _extract ran
+        P = self.net.match(out0, out1)[0].float()
+        K0 = torch.from_numpy(view0.K)[None].to(self.device)
+        K1 = torch.from_numpy(view1.K)[None].to(self.device)
+        pts0 = backproject(out0.kpts.double(), out0.depth.double(), K0)[0]
+        pts1 = backproject(out1.kpts.double(), out1.depth.double(), K1)[0]
+        generator = torch.Generator(device=self.device)
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(self.seed))
+        est = solve_relative_pose(pts0, pts1, P, self.solver, generator=generator)
+        maps = dict(
+            depth0=_grid_map(out0.depth, out0.grid_hw),
+            depth1=_grid_map(out1.depth, out1.grid_hw),
+            scores0=_grid_map(out0.scores, out0.grid_hw),
+            scores1=_grid_map(out1.scores, out1.grid_hw),
+        )
+        if not est.success:
+            return RelativePose(success=False, reason=est.reason, T_0to1=np.eye(4), **maps)
+        idx0, idx1 = est.idx0.to(self.device), est.idx1.to(self.device)
+        return RelativePose(
+            success=True,
+            reason="",
+            T_0to1=make_T(est.R.cpu().numpy(), est.t.cpu().numpy()),
+            confidence=float(est.confidence),
+            soft_inliers=float(est.soft_inliers),
+            num_inliers=int(est.num_inliers),
+            num_matches=int(est.num_matches),
+            kpts3d0=pts0[idx0].cpu().numpy(),
+            kpts3d1=pts1[idx1].cpu().numpy(),
+            kpts2d0=_to_caller_pixels(out0.kpts[0, idx0], view0.scale_xy),
+            kpts2d1=_to_caller_pixels(out1.kpts[0, idx1], view1.scale_xy),
+            inliers=est.inliers.cpu().numpy().astype(bool),
+            match_weights=est.weights.double().cpu().numpy(),
+            **maps,
+        )
+
+
+def check_network_size(height: int, width: int, name: str = "image") -> None:
+    """Raise ImageError when an image (after any resize) holds fewer than 3x3 patches of 14 px."""
+    least = MIN_PATCHES * PATCH_SIZE
+    if height < least or width < least:
+        raise ImageError(
+            f"{name}: expected at least {least}x{least} pixels ({MIN_PATCHES}x{MIN_PATCHES} patches of "
+            f"{PATCH_SIZE}), got {width}x{height} (WxH)"
+        )
+
+
+def to_float_rgb(image: np.ndarray | torch.Tensor, name: str = "image") -> np.ndarray:
+    """Normalise an input image to float32 ``[H, W, 3]`` RGB numpy in [0, 1].
+
+    Accepts uint8 ``[H, W, 3]`` / ``[H, W]`` numpy, float numpy ``[H, W, 3]`` in [0, 1], and torch
+    tensors ``[3, H, W]`` (uint8, or float in [0, 1]).
+
+    Raises:
+        ImageError: any other shape/dtype, or float values outside [0, 1].
+    """
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ImageError(f"{name}: expected a torch tensor [3, H, W], got shape {list(t.shape)}")
+        image = t.permute(1, 2, 0).numpy()
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"{name}: expected a numpy array [H, W, 3] or a torch tensor [3, H, W], got {type(image).__name__}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"{name}: expected an RGB image [H, W, 3], got shape {list(image.shape)}")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if np.issubdtype(image.dtype, np.floating):
+        out = image.astype(np.float32)
+        if not np.all(np.isfinite(out)) or out.min() < 0.0 or out.max() > 1.0:
+            raise ImageError(f"{name}: expected float values in [0, 1], got range [{out.min():g}, {out.max():g}]")
+        return out
+    raise ImageError(f"{name}: expected dtype uint8 or float in [0, 1], got {image.dtype}")
+
+
+def _grid_map(values: torch.Tensor, grid_hw: tuple[int, int]) -> np.ndarray:
+    """``[1, N]`` per-patch values -> ``[h, w]`` float32 numpy map."""
+    return values[0].reshape(grid_hw).float().cpu().numpy()
+
+
+def _to_caller_pixels(kpts: torch.Tensor, scale_xy: tuple[float, float]) -> np.ndarray:
+    """Undo the optional resize (half-pixel convention): ``x_in = (x_net + 0.5) / sx - 0.5``."""
+    k = kpts.double().cpu().numpy().copy()
+    sx, sy = scale_xy
+    if (sx, sy) != (1.0, 1.0):
+        k[:, 0] = (k[:, 0] + 0.5) / sx - 0.5
+        k[:, 1] = (k[:, 1] + 0.5) / sy - 0.5
+    return k

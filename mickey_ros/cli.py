@@ -1,0 +1,196 @@
+"""The ``mickey-ros`` command.
+
+Subcommands (DESIGN.md §4):
+  match IMG0 IMG1 --intrinsics0 FX FY CX CY --intrinsics1 FX FY CX CY [...]  metric relative pose of a pair
+  eval-mapfree SUBMISSION.zip --data-root ROOT --split val [--json OUT]      benchmark-exact Map-free metrics
+
+Exit codes: 0 success; 1 the pair ran but no pose was found (the reason is printed); 2 bad input
+(one line on stderr naming the input and what was expected; ``--debug`` adds the traceback);
+3 an unexpected internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mickey_ros.errors import ImageError, InputError, MickeyError
+
+EXIT_OK, EXIT_NO_POSE, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+log = logging.getLogger("mickey_ros.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (and exit code 2) instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message}")
+
+
+# -- image / intrinsics input ------------------------------------------------------------------------
+def read_image(path: str | Path, name: str) -> np.ndarray:
+    """Read an image file as uint8 ``[H, W, 3]`` RGB.
+
+    Raises:
+        ImageError: the file does not exist or cannot be decoded as an image.
+    """
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{name}: file not found: {p}")
+    data = np.fromfile(p, dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ImageError(f"{name}: cannot decode {p} as an image (expected PNG, JPEG or another format OpenCV reads)")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _intrinsics(values: Sequence[str], name: str) -> np.ndarray:
+    from mickey_ros.geometry.camera import intrinsics_from_values
+
+    return intrinsics_from_values(values, name)
+
+
+# -- subcommands --------------------------------------------------------------------------------------
+def _load_network(args: argparse.Namespace) -> Any:
+    from mickey_ros.model import build_model, load_checkpoint
+
+    if args.checkpoint:
+        return load_checkpoint(args.checkpoint, backbone_weights=args.backbone_weights)
+    if args.backbone_weights:
+        raise InputError("--backbone-weights: only meaningful together with --checkpoint (the official mickey.ckpt)")
+    log.warning(
+        "no --checkpoint given: using a randomly initialised '%s' network, so the pose is not meaningful", args.preset
+    )
+    return build_model(args.preset)
+
+
+def _pose_dict(res: Any) -> dict[str, Any]:
+    return {
+        "success": bool(res.success),
+        "reason": res.reason,
+        "T_0to1": res.T_0to1.tolist(),
+        "R": res.R.tolist(),
+        "t": res.t.tolist(),
+        "confidence": float(res.confidence),
+        "soft_inliers": float(res.soft_inliers),
+        "num_inliers": int(res.num_inliers),
+        "num_matches": int(res.num_matches),
+    }
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    from mickey_ros.pipeline import Relocalizer, check_network_size
+
+    K0 = _intrinsics(args.intrinsics0, "--intrinsics0")
+    K1 = _intrinsics(args.intrinsics1, "--intrinsics1")
+    image0 = read_image(args.image0, "image0")
+    image1 = read_image(args.image1, "image1")
+    for name, image in (("image0", image0), ("image1", image1)):
+        height, width = (args.resize[1], args.resize[0]) if args.resize else image.shape[:2]
+        check_network_size(height, width, name)
+    net = _load_network(args)
+    reloc = Relocalizer(net, device=args.device, seed=args.seed, precision=args.precision,
+                        resize=tuple(args.resize) if args.resize else None)
+    res = reloc.estimate(image0, K0, image1, K1)
+    out = _pose_dict(res)
+    out.update(image0=str(args.image0), image1=str(args.image1), K0=K0.tolist(), K1=K1.tolist())
+    if res.success:
+        np.set_printoptions(precision=6, suppress=True)
+        print("T_0to1: camera 0 -> camera 1 (X1 = R X0 + t)")
+        print(f"R =\n{res.R}")
+        print(f"t (m) = {res.t}   |t| = {np.linalg.norm(res.t):.4f} m")
+        print(f"confidence = {res.confidence:.4f}   inliers = {res.num_inliers} / {res.num_matches} matches")
+    else:
+        print(f"no pose: {res.reason}")
+    if args.json:
+        _write_json(args.json, out, "--json")
+    if args.viz:
+        from mickey_ros.viz import save_visualization
+
+        save_visualization(args.viz, image0, image1, res)
+    return EXIT_OK if res.success else EXIT_NO_POSE
+
+
+def cmd_eval_mapfree(args: argparse.Namespace) -> int:
+    from mickey_ros.mapfree import evaluate_submission
+
+    metrics = evaluate_submission(Path(args.submission), Path(args.data_root), args.split)
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.json:
+        _write_json(args.json, metrics, "--json")
+    return EXIT_OK
+
+
+def _write_json(path: str, data: dict[str, Any], name: str) -> None:
+    try:
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as err:
+        raise InputError(f"{name}: cannot write {path}: {err.strerror}") from err
+
+
+# -- parser -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mickey-ros", description="MicKey metric relative pose.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    m = sub.add_parser("match", help="metric relative pose between two images")
+    m.add_argument("image0", help="reference image (camera 0)")
+    m.add_argument("image1", help="query image (camera 1)")
+    m.add_argument("--intrinsics0", nargs="+", required=True, metavar="V", help="FX FY CX CY of image0 (pixels)")
+    m.add_argument("--intrinsics1", nargs="+", required=True, metavar="V", help="FX FY CX CY of image1 (pixels)")
+    m.add_argument("--checkpoint", help="mickey.ckpt (official) or a mickey_ros checkpoint")
+    m.add_argument("--backbone-weights", help="dinov2_vitl14_pretrain.pth, needed with the official mickey.ckpt")
+    m.add_argument("--preset", default="tiny", help="network preset without --checkpoint (random init)")
+    m.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images (K rescaled)")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    m.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (backbone autocast)")
+    m.add_argument("--seed", type=int, default=0, help="solver seed (same seed, same pose)")
+    m.add_argument("--viz", metavar="OUT.png", help="write a picture of matches, depth and scores")
+    m.add_argument("--json", metavar="OUT.json", help="write R, t, T_0to1 (4x4), confidence, inliers")
+    m.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    m.set_defaults(func=cmd_match)
+
+    e = sub.add_parser("eval-mapfree", help="benchmark-exact Map-free metrics of a submission zip")
+    e.add_argument("submission", help="submission.zip with pose_<scene>.txt files")
+    e.add_argument("--data-root", required=True, help="Map-free root holding train/ val/ test/")
+    e.add_argument("--split", default="val", choices=["train", "val", "test"])
+    e.add_argument("--json", metavar="OUT.json", help="also write the metrics JSON here")
+    e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    e.set_defaults(func=cmd_eval_mapfree)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.INFO, format="mickey-ros: %(levelname)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except MickeyError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"mickey-ros: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("mickey-ros: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - last line of defence: one line, no traceback unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"mickey-ros: internal error: {type(err).__name__}: {err} (rerun with --debug)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Geometry: cameras, SE(3), Kabsch, Map-free metrics."""

@@ -1,0 +1,162 @@
+"""`mickey-ros match` end to end and its bad-input contract: exit code 2, one line on stderr."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mickey_ros.cli import main, read_image
+from mickey_ros.errors import ImageError, IntrinsicsError, MickeyError
+from mickey_ros.geometry.camera import intrinsics_from_values
+
+from conftest import DEMO
+
+INTR = ["250", "250", "147", "112"]
+
+
+def _demo_args() -> list[str]:
+    rows = {}
+    for line in (DEMO / "intrinsics.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, fx, fy, cx, cy, *_ = line.split()
+            rows[name] = [fx, fy, cx, cy]
+    return [str(DEMO / "im0.png"), str(DEMO / "im1.png"),
+            "--intrinsics0", *rows["im0.png"], "--intrinsics1", *rows["im1.png"]]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory, tiny_net) -> Path:
+    from mickey_ros.model import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    save_checkpoint(tiny_net, path)
+    return path
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("mickey-ros: error: ")
+    return err[0]
+
+
+def test_match_writes_json_and_viz(tmp_path, capsys, tiny_ckpt):
+    out_json, out_png = tmp_path / "pose.json", tmp_path / "viz.png"
+    code = main(["match", *_demo_args(), "--checkpoint", str(tiny_ckpt), "--device", "cpu",
+                 "--json", str(out_json), "--viz", str(out_png)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "confidence" in printed and "t (m)" in printed
+    data = json.loads(out_json.read_text())
+    T = np.array(data["T_0to1"])
+    assert T.shape == (4, 4)
+    np.testing.assert_allclose(T[:3, :3], np.array(data["R"]))
+    np.testing.assert_allclose(T[:3, 3], np.array(data["t"]))
+    assert data["success"] is True and 0 <= data["confidence"] <= 1
+    assert data["num_inliers"] <= data["num_matches"]
+    picture = cv2.imread(str(out_png))
+    assert picture is not None and picture.shape[0] > 224
+
+
+def test_match_without_checkpoint_warns_random_init(capsys):
+    code = main(["match", *_demo_args(), "--device", "cpu"])
+    assert code == 0
+    assert "randomly initialised 'tiny'" in capsys.readouterr().err
+
+
+def _small_png(tmp_path: Path) -> Path:
+    p = tmp_path / "small.png"
+    cv2.imwrite(str(p), np.zeros((30, 30, 3), np.uint8))
+    return p
+
+
+def _garbage(tmp_path: Path) -> Path:
+    p = tmp_path / "garbage.png"
+    p.write_bytes(b"this is not an image")
+    return p
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("missing image", r"image0: file not found: .*nope\.png"),
+        ("unreadable image", r"image1: cannot decode .*garbage\.png as an image"),
+        ("zero focal", r"--intrinsics0: expected focal lengths fx > 0 and fy > 0, got fx=0"),
+        ("negative focal", r"--intrinsics1: expected focal lengths fx > 0 and fy > 0, got fx=250, fy=-3"),
+        ("wrong count", r"--intrinsics0: expected 4 numbers FX FY CX CY, got 3"),
+        ("not a number", r"--intrinsics1: expected 4 numbers FX FY CX CY, got \['a'"),
+        ("too small", r"image1: expected at least 42x42 pixels \(3x3 patches of 14\), got 30x30"),
+        ("wrong keys", r"checkpoint"),
+        ("missing backbone", r"dinov2_vitl14_pretrain\.pth"),
+        ("missing checkpoint", r"not found"),
+    ],
+)
+def test_bad_input_exit_2_one_line(case, match, tmp_path, capsys):
+    img0, img1 = str(DEMO / "im0.png"), str(DEMO / "im1.png")
+    i0, i1 = list(INTR), list(INTR)
+    extra: list[str] = []
+    if case == "missing image":
+        img0 = str(tmp_path / "nope.png")
+    elif case == "unreadable image":
+        img1 = str(_garbage(tmp_path))
+    elif case == "zero focal":
+        i0[0] = "0"
+    elif case == "negative focal":
+        i1[1] = "-3"
+    elif case == "wrong count":
+        i0 = i0[:3]
+    elif case == "not a number":
+        i1 = ["a", "b", "c", "d"]
+    elif case == "too small":
+        img1 = str(_small_png(tmp_path))
+    elif case == "wrong keys":
+        path = tmp_path / "wrong.ckpt"
+        torch.save({"foo.weight": torch.zeros(2), "bar.bias": torch.zeros(2)}, path)
+        extra = ["--checkpoint", str(path)]
+    elif case == "missing backbone":
+        path = tmp_path / "mickey.ckpt"
+        torch.save({"state_dict": {"compute_matches.matcher.matching_mat.dustbin_score": torch.tensor(1.0)}}, path)
+        extra = ["--checkpoint", str(path)]
+    elif case == "missing checkpoint":
+        extra = ["--checkpoint", str(tmp_path / "absent.ckpt")]
+    code = main(["match", img0, img1, "--intrinsics0", *i0, "--intrinsics1", *i1, "--device", "cpu", *extra])
+    assert code == 2
+    import re
+
+    assert re.search(match, _error_line(capsys)), case
+
+
+def test_api_raises_the_same_message_as_the_cli(tmp_path, capsys):
+    with pytest.raises(ImageError) as info:
+        read_image(tmp_path / "nope.png", "image0")
+    assert main(["match", str(tmp_path / "nope.png"), str(DEMO / "im1.png"),
+                 "--intrinsics0", *INTR, "--intrinsics1", *INTR]) == 2
+    assert _error_line(capsys) == f"mickey-ros: error: {info.value}"
+    with pytest.raises(IntrinsicsError) as info2:
+        intrinsics_from_values([0, 250, 147, 112], "--intrinsics0")
+    assert isinstance(info2.value, MickeyError) and isinstance(info2.value, ValueError)
+
+
+def test_console_entry_point_runs_as_a_process(tmp_path):
+    """The real process: exit code 2 and exactly one stderr line, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mickey_ros.cli", "match", str(tmp_path / "nope.png"), str(DEMO / "im1.png"),
+         "--intrinsics0", *INTR, "--intrinsics1", *INTR],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("mickey-ros: error: image0: file not found")
+
+
+def test_debug_flag_shows_traceback(tmp_path, capsys):
+    assert main(["--debug", "match", str(tmp_path / "nope.png"), str(DEMO / "im1.png"),
+                 "--intrinsics0", *INTR, "--intrinsics1", *INTR]) == 2
+    assert "Traceback" in capsys.readouterr().err
