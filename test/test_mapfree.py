@@ -402,6 +402,7 @@ def test_cli_eval_mapfree_writes_the_benchmark_json(benchmark_case, tmp_path, ca
 def test_cli_eval_mapfree_bad_input_exit_2(tmp_path, capsys):
     from mickey_ros.cli import main
 
+    (tmp_path / "val").mkdir()
     assert main(["eval-mapfree", str(tmp_path / "none.zip"), "--data-root", str(tmp_path), "--split", "val"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mickey-ros: error: ") and "none.zip" in err[0]
