@@ -472,9 +472,9 @@ def evaluate_submission(submission_zip: Path, data_root: Path, split: str = "val
         DatasetError: missing data root, split, scene files, or malformed ground truth.
     """
     submission_zip, data_root = Path(submission_zip), Path(data_root)
-    scene_dirs = list_scenes(data_root, split)
-    per_scene, failures = [], 0
     with _open_submission(submission_zip) as zf:
+        scene_dirs = list_scenes(data_root, split)
+        per_scene, failures = [], 0
         members = set(zf.namelist())
         expected = {f"pose_{d.name}.txt" for d in scene_dirs}
         for name in sorted(members - expected):
