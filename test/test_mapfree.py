@@ -380,8 +380,9 @@ def test_submission_file_errors(tmp_path):
     bad.write_text("not a zip")
     with pytest.raises(SubmissionError, match="bad.zip is not a readable ZIP"):
         evaluate_submission(bad, tmp_path, "val")
+    good = write_zip(tmp_path / "good.zip", {"pose_s00001.txt": []})
     with pytest.raises(DatasetError, match="split 'val': no such directory"):
-        evaluate_submission(bad, tmp_path / "val", "val")
+        evaluate_submission(good, tmp_path / "val", "val")
 
 
 # -- the `mickey-ros eval-mapfree` command -------------------------------------------------------------------
