@@ -1,0 +1,1 @@
+"""Small data shipped with mickey_ros (demo images; generated, Apache-2.0)."""

@@ -1,0 +1,121 @@
+"""A small metric scene rendered by ray casting (numpy + OpenCV), used for the shipped demo pair.
+
+The scene is a room in camera-0 coordinates (OpenCV axes: x right, y down, z forward, metres): a floor
+at y = 1.0, a ceiling at y = -2.0, a back wall at z = 6.0, side walls at x = +-2.5 and a box on the floor. Surfaces carry
+procedural textures (noise, shapes, text) so that they have structure at several scales.
+Everything is seeded and deterministic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+TEXTURE_SIZE = 512
+PIXELS_PER_METRE = 160.0
+
+
+@dataclass(frozen=True)
+class Rect:
+    """An axis-aligned textured rectangle: ``axis`` coordinate == ``value``, bounded on the two others."""
+
+    axis: int  # 0 = x, 1 = y, 2 = z: the constant coordinate
+    value: float  # metres
+    lo: tuple[float, float]  # lower bounds of the two other axes (in increasing axis order)
+    hi: tuple[float, float]
+    texture: int  # index into the texture list
+    shade: float  # brightness factor
+
+
+def _box(x: tuple[float, float], y: tuple[float, float], z: tuple[float, float], texture: int) -> list[Rect]:
+    (x0, x1), (y0, y1), (z0, z1) = x, y, z
+    return [
+        Rect(0, x0, (y0, z0), (y1, z1), texture, 0.8), Rect(0, x1, (y0, z0), (y1, z1), texture, 0.7),
+        Rect(1, y0, (x0, z0), (x1, z1), texture, 1.0),
+        Rect(2, z0, (x0, y0), (x1, y1), texture, 0.9), Rect(2, z1, (x0, y0), (x1, y1), texture, 0.6),
+    ]
+
+
+SCENE: list[Rect] = [
+    Rect(1, 1.0, (-2.5, 0.0), (2.5, 6.0), 0, 0.9),  # floor
+    Rect(1, -2.0, (-2.5, 0.0), (2.5, 6.0), 3, 0.6),  # ceiling
+    Rect(2, 6.0, (-2.5, -2.0), (2.5, 1.0), 1, 1.0),  # back wall
+    Rect(0, -2.5, (-2.0, 0.0), (1.0, 6.0), 2, 0.75),  # left wall
+    Rect(0, 2.5, (-2.0, 0.0), (1.0, 6.0), 2, 0.85),  # right wall
+    *_box((-0.9, -0.1), (0.3, 1.0), (3.0, 3.7), 3),
+    *_box((0.5, 1.1), (0.55, 1.0), (2.2, 2.7), 1),
+]
+
+
+def make_textures(seed: int = 0) -> list[np.ndarray]:
+    """Four ``[512, 512, 3]`` uint8 RGB procedural textures."""
+    rng = np.random.default_rng(seed)
+    textures = []
+    for k in range(4):
+        noise = rng.normal(0, 1, (TEXTURE_SIZE // 8, TEXTURE_SIZE // 8, 3)).astype(np.float32)
+        base = cv2.resize(noise, (TEXTURE_SIZE, TEXTURE_SIZE), interpolation=cv2.INTER_CUBIC)
+        tex = np.clip(128 + 40 * base + rng.integers(-60, 60, 3), 0, 255).astype(np.uint8)
+        for _ in range(40):
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            centre = tuple(int(c) for c in rng.integers(0, TEXTURE_SIZE, 2))
+            if rng.random() < 0.5:
+                cv2.circle(tex, centre, int(rng.integers(6, 40)), colour, -1, cv2.LINE_AA)
+            else:
+                size = rng.integers(10, 70, 2)
+                cv2.rectangle(tex, centre, (int(centre[0] + size[0]), int(centre[1] + size[1])), colour, -1)
+        for _ in range(6):
+            org = (int(rng.integers(0, TEXTURE_SIZE - 120)), int(rng.integers(30, TEXTURE_SIZE)))
+            cv2.putText(tex, f"mickey {k}{int(rng.integers(0, 99))}", org, cv2.FONT_HERSHEY_SIMPLEX, 1.0,
+                        (int(rng.integers(0, 80)),) * 3, 2, cv2.LINE_AA)
+        fine = rng.integers(-25, 25, (TEXTURE_SIZE, TEXTURE_SIZE, 1))
+        textures.append(np.clip(tex.astype(np.int32) + fine, 0, 255).astype(np.uint8))
+    return textures
+
+
+def render(K: np.ndarray, T_cam_to_world: np.ndarray, width: int, height: int,
+           textures: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ray-cast the scene.
+
+    Args:
+        K: ``[3, 3]`` intrinsics (pixels).
+        T_cam_to_world: ``[4, 4]`` camera pose in the world (= camera-0) frame.
+        width, height: image size in pixels.
+        textures: from :func:`make_textures`.
+
+    Returns:
+        ``(image [H, W, 3] uint8 RGB, depth [H, W] float64 metres along the optical axis, inf = no hit)``.
+    """
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    rays_cam = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T  # z = 1 in the camera
+    R, C = T_cam_to_world[:3, :3], T_cam_to_world[:3, 3]
+    rays = rays_cam @ R.T
+    depth = np.full((height, width), np.inf)
+    image = np.zeros((height, width, 3), dtype=np.float32)
+    for rect in SCENE:
+        others = [a for a in range(3) if a != rect.axis]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (rect.value - C[rect.axis]) / rays[..., rect.axis]  # = depth, since rays_cam has z = 1
+        points = C + s[..., None] * rays
+        a, b = points[..., others[0]], points[..., others[1]]
+        hit = (s > 1e-6) & (s < depth) & (a >= rect.lo[0]) & (a <= rect.hi[0]) & (b >= rect.lo[1]) & (b <= rect.hi[1])
+        if not hit.any():
+            continue
+        map_x = (a * PIXELS_PER_METRE % TEXTURE_SIZE).astype(np.float32)
+        map_y = (b * PIXELS_PER_METRE % TEXTURE_SIZE).astype(np.float32)
+        colour = cv2.remap(textures[rect.texture], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        image[hit] = colour[hit].astype(np.float32) * rect.shade
+        depth[hit] = s[hit]
+    return np.clip(image, 0, 255).astype(np.uint8), depth
+
+
+def demo_cameras() -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """``(K, T_cam0_to_world, T_cam1_to_world, W, H)`` of the shipped demo pair (294 x 224 px)."""
+    width, height = 294, 224
+    K = np.array([[220.0, 0.0, 146.5], [0.0, 220.0, 111.5], [0.0, 0.0, 1.0]])
+    yaw = np.deg2rad(-10.0)  # camera 1 turns left while it moves right and forward
+    R1 = np.array([[np.cos(yaw), 0.0, np.sin(yaw)], [0.0, 1.0, 0.0], [-np.sin(yaw), 0.0, np.cos(yaw)]])
+    T1 = np.eye(4)
+    T1[:3, :3] = R1
+    T1[:3, 3] = [0.45, -0.05, 0.3]
+    return K, np.eye(4), T1, width, height
