@@ -64,10 +64,10 @@ def test_match_writes_json_and_viz(tmp_path, capsys, tiny_ckpt):
     assert picture is not None and picture.shape[0] > 224
 
 
-def test_match_without_checkpoint_warns_random_init(capsys):
+def test_match_without_checkpoint_warns_random_init(caplog):
     code = main(["match", *_demo_args(), "--device", "cpu"])
     assert code == 0
-    assert "randomly initialised 'tiny'" in capsys.readouterr().err
+    assert "randomly initialised 'tiny'" in caplog.text
 
 
 def _small_png(tmp_path: Path) -> Path:
