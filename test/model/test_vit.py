@@ -90,7 +90,7 @@ def _resize_axis(a: np.ndarray, axis: int, out: int, scale_factor: float) -> np.
     return np.moveaxis(res, 0, axis)
 
 
-@pytest.mark.parametrize("h, w", [(3, 7), (8, 4), (5, 5)])
+@pytest.mark.parametrize("h, w", [(3, 7), (8, 4), (6, 6)])  # (M, M) = (5, 5) skips the resize
 def test_pos_embed_resize_matches_independent_bicubic_reference(h, w):
     M, dim = 5, 8
     vit = _random_vit(ViTConfig(embed_dim=dim, depth=1, num_heads=2, pos_grid=M))
