@@ -66,10 +66,11 @@ def _load_network(args: argparse.Namespace) -> Any:
         return load_checkpoint(args.checkpoint, backbone_weights=args.backbone_weights)
     if args.backbone_weights:
         raise InputError("--backbone-weights: only meaningful together with --checkpoint (the official mickey.ckpt)")
+    net = build_model(args.preset)
     log.warning(
         "no --checkpoint given: using a randomly initialised '%s' network, so the pose is not meaningful", args.preset
     )
-    return build_model(args.preset)
+    return net
 
 
 def _pose_dict(res: Any) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def _pose_dict(res: Any) -> dict[str, Any]:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    from mickey_ros.pipeline import Relocalizer, check_network_size
+    from mickey_ros.pipeline import Relocalizer, check_network_size, resolve_device
 
     K0 = _intrinsics(args.intrinsics0, "--intrinsics0")
     K1 = _intrinsics(args.intrinsics1, "--intrinsics1")
@@ -96,8 +97,9 @@ def cmd_match(args: argparse.Namespace) -> int:
     for name, image in (("image0", image0), ("image1", image1)):
         height, width = (args.resize[1], args.resize[0]) if args.resize else image.shape[:2]
         check_network_size(height, width, name)
+    device = resolve_device(args.device)
     net = _load_network(args)
-    reloc = Relocalizer(net, device=args.device, seed=args.seed, precision=args.precision,
+    reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
                         resize=tuple(args.resize) if args.resize else None)
     res = reloc.estimate(image0, K0, image1, K1)
     out = _pose_dict(res)

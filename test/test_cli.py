@@ -95,6 +95,8 @@ def _garbage(tmp_path: Path) -> Path:
         ("wrong keys", r"checkpoint"),
         ("missing backbone", r"dinov2_vitl14_pretrain\.pth"),
         ("missing checkpoint", r"not found"),
+        ("unknown preset", r"preset: expected one of official, .*tiny.*got 'foo'"),
+        ("no gpu", r"device: 'cuda' requested but no CUDA GPU"),
     ],
 )
 def test_bad_input_exit_2_one_line(case, match, tmp_path, capsys):
@@ -125,7 +127,14 @@ def test_bad_input_exit_2_one_line(case, match, tmp_path, capsys):
         extra = ["--checkpoint", str(path)]
     elif case == "missing checkpoint":
         extra = ["--checkpoint", str(tmp_path / "absent.ckpt")]
-    code = main(["match", img0, img1, "--intrinsics0", *i0, "--intrinsics1", *i1, "--device", "cpu", *extra])
+    elif case == "unknown preset":
+        extra = ["--preset", "foo"]
+    elif case == "no gpu":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        extra = ["--device", "cuda"]
+    device = [] if "--device" in extra else ["--device", "cpu"]
+    code = main(["match", img0, img1, "--intrinsics0", *i0, "--intrinsics1", *i1, *device, *extra])
     assert code == 2
     import re
 
@@ -143,17 +152,25 @@ def test_api_raises_the_same_message_as_the_cli(tmp_path, capsys):
     assert isinstance(info2.value, MickeyError) and isinstance(info2.value, ValueError)
 
 
-def test_console_entry_point_runs_as_a_process(tmp_path):
-    """The real process: exit code 2 and exactly one stderr line, no traceback."""
+@pytest.mark.parametrize(
+    ("extra", "first_image", "expected"),
+    [
+        ([], "nope.png", "mickey-ros: error: image0: file not found"),
+        (["--preset", "foo"], None, "mickey-ros: error: preset: expected one of"),
+    ],
+)
+def test_console_entry_point_runs_as_a_process(tmp_path, extra, first_image, expected):
+    """The real process: exit code 2 and exactly one stderr line (no warning before it), no traceback."""
+    image0 = str(tmp_path / first_image) if first_image else str(DEMO / "im0.png")
     proc = subprocess.run(
-        [sys.executable, "-m", "mickey_ros.cli", "match", str(tmp_path / "nope.png"), str(DEMO / "im1.png"),
-         "--intrinsics0", *INTR, "--intrinsics1", *INTR],
+        [sys.executable, "-m", "mickey_ros.cli", "match", image0, str(DEMO / "im1.png"),
+         "--intrinsics0", *INTR, "--intrinsics1", *INTR, "--device", "cpu", *extra],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr
-    assert lines[0].startswith("mickey-ros: error: image0: file not found")
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, lines
+    assert lines[0].startswith(expected)
 
 
 def test_debug_flag_shows_traceback(tmp_path, capsys):
