@@ -57,6 +57,9 @@ class _Inert:
     def __setstate__(self, state: Any) -> None:
         pass
 
+    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:  # e.g. getattr(cls, "method")(...) chains
+        return self
+
     def __setitem__(self, key: Any, value: Any) -> None:
         pass
 
