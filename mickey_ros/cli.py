@@ -66,6 +66,9 @@ def _load_network(args: argparse.Namespace) -> Any:
         return load_checkpoint(args.checkpoint, backbone_weights=args.backbone_weights)
     if args.backbone_weights:
         raise InputError("--backbone-weights: only meaningful together with --checkpoint (the official mickey.ckpt)")
+    import torch
+
+    torch.manual_seed(args.seed)  # a reproducible random network, like the seeded solver
     net = build_model(args.preset)
     log.warning(
         "no --checkpoint given: using a randomly initialised '%s' network, so the pose is not meaningful", args.preset

@@ -177,3 +177,12 @@ def test_debug_flag_shows_traceback(tmp_path, capsys):
     assert main(["--debug", "match", str(tmp_path / "nope.png"), str(DEMO / "im1.png"),
                  "--intrinsics0", *INTR, "--intrinsics1", *INTR]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_random_init_main_job_is_reproducible(tmp_path):
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"pose{k}.json"
+        assert main(["match", *_demo_args(), "--device", "cpu", "--json", str(out)]) == 0
+        outs.append(json.loads(out.read_text()))
+    assert outs[0] == outs[1]
