@@ -36,7 +36,7 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "rosbags>=0.10", "rosbags-image>=0.9"],
         "train": ["tensorboard", "tqdm"],
         "ros": ["rosbags>=0.10", "tqdm"],
     },
