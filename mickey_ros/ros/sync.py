@@ -1,0 +1,109 @@
+"""Approximate-time pairing of (image0, info0, image1, info1) without ROS.
+
+Per camera, an image is paired with the CameraInfo of (nearly) the same stamp; across cameras, a frame
+of camera 0 is paired with the camera-1 frame nearest in stamp within ``slop``. When a pair is emitted,
+everything at or before its stamps is dropped, so pairs come out in time order and queues stay bounded
+(``queue_size`` per stream). Used by the bag tool and, when message_filters is absent, by the node.
+Stamps are integer nanoseconds.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from mickey_ros.errors import InputError
+
+STREAMS = ("image0", "info0", "image1", "info1")
+
+
+@dataclass(frozen=True)
+class SyncedPair:
+    """One synchronised pair: each camera's image with its CameraInfo, and the image stamps (ns)."""
+
+    image0: Any
+    info0: Any
+    image1: Any
+    info1: Any
+    stamp0: int
+    stamp1: int
+
+
+class PairSynchronizer:
+    """Approximate-time synchroniser for two cameras and their CameraInfo.
+
+    Args:
+        slop: seconds; the largest stamp difference between the two cameras' images of a pair.
+        info_slop: seconds; the largest stamp difference between an image and its CameraInfo
+            (drivers publish both with the same stamp; default 1 ms).
+        queue_size: messages kept per stream; older ones are dropped (counted in ``dropped``).
+    """
+
+    def __init__(self, slop: float = 0.05, info_slop: float = 0.001, queue_size: int = 10) -> None:
+        if not slop >= 0 or not info_slop >= 0:
+            raise InputError(f"slop: expected seconds >= 0, got slop={slop!r}, info_slop={info_slop!r}")
+        if int(queue_size) < 1:
+            raise InputError(f"queue_size: expected an integer >= 1, got {queue_size!r}")
+        self.slop_ns = int(round(slop * 1e9))
+        self.info_slop_ns = int(round(info_slop * 1e9))
+        self.queue_size = int(queue_size)
+        self._queues: dict[str, deque[tuple[int, Any]]] = {s: deque() for s in STREAMS}
+        self.dropped = 0  # messages pushed out of a full queue or made stale by a newer pair
+
+    def add(self, stream: str, stamp_ns: int, msg: Any) -> SyncedPair | None:
+        """Add one message; returns the newest pair it completes, if any."""
+        if stream not in self._queues:
+            raise InputError(f"stream: expected one of {', '.join(STREAMS)}, got {stream!r}")
+        queue = self._queues[stream]
+        queue.append((int(stamp_ns), msg))
+        if len(queue) > self.queue_size:
+            queue.popleft()
+            self.dropped += 1
+        return self._try_pair()
+
+    def pending(self, stream: str) -> int:
+        """Messages waiting in ``stream`` (e.g. images that never got their CameraInfo)."""
+        return len(self._queues[stream])
+
+    def _frames(self, cam: str) -> list[tuple[int, Any, Any]]:
+        """Images of camera ``cam`` that have a CameraInfo within ``info_slop``: (stamp, image, info)."""
+        infos = self._queues[f"info{cam}"]
+        frames = []
+        for stamp, image in self._queues[f"image{cam}"]:
+            best = min(infos, key=lambda item: abs(item[0] - stamp), default=None)
+            if best is not None and abs(best[0] - stamp) <= self.info_slop_ns:
+                frames.append((stamp, image, best[1]))
+        return frames
+
+    def _try_pair(self) -> SyncedPair | None:
+        frames0, frames1 = self._frames("0"), self._frames("1")
+        best: tuple[int, int, tuple, tuple] | None = None
+        for f0 in frames0:
+            for f1 in frames1:
+                gap = abs(f0[0] - f1[0])
+                if gap <= self.slop_ns:
+                    key = (max(f0[0], f1[0]), -gap)  # newest first, then closest
+                    if best is None or key > (best[0], best[1]):
+                        best = (key[0], key[1], f0, f1)
+        if best is None:
+            return None
+        _, _, f0, f1 = best
+        self._drop_until("0", f0[0])
+        self._drop_until("1", f1[0])
+        return SyncedPair(image0=f0[1], info0=f0[2], image1=f1[1], info1=f1[2], stamp0=f0[0], stamp1=f1[0])
+
+    def _drop_until(self, cam: str, stamp: int) -> None:
+        for stream in (f"image{cam}", f"info{cam}"):
+            queue = self._queues[stream]
+            kept = deque(item for item in queue if item[0] > stamp + (self.info_slop_ns if "info" in stream else 0))
+            self.dropped += max(len(queue) - len(kept) - 1, 0)  # the paired message itself is not a drop
+            self._queues[stream] = kept
+
+
+def pair_stream(messages: Iterable[tuple[str, int, Any]], **kwargs: Any) -> Iterator[SyncedPair]:
+    """Pair an offline stream of ``(stream, stamp_ns, msg)`` in arrival order (e.g. read from a bag)."""
+    sync = PairSynchronizer(**kwargs)
+    for stream, stamp, msg in messages:
+        pair = sync.add(stream, stamp, msg)
+        if pair is not None:
+            yield pair
