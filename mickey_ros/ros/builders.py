@@ -1,0 +1,99 @@
+"""Build output messages from numpy, for rclpy classes and rosbags classes alike.
+
+``MessageTypes`` maps ROS type names to classes: ``from_typestore`` (rosbags, offline) or ``from_rclpy``
+(the node; imports the generated message modules lazily). Builders pass every field by keyword, so the
+same code fills both kinds of classes. Nothing here imports rclpy.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mickey_ros.geometry.se3 import invert_T, matrix_to_quat_wxyz
+from mickey_ros.ros.convert import encode_points
+
+TYPE_NAMES = (
+    "builtin_interfaces/msg/Time", "std_msgs/msg/Header", "sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/PointField",
+    "geometry_msgs/msg/Vector3", "geometry_msgs/msg/Quaternion", "geometry_msgs/msg/Point",
+    "geometry_msgs/msg/Transform", "geometry_msgs/msg/TransformStamped", "geometry_msgs/msg/Pose",
+    "geometry_msgs/msg/PoseWithCovariance", "geometry_msgs/msg/PoseWithCovarianceStamped",
+)
+
+
+@dataclass(frozen=True)
+class MessageTypes:
+    """ROS type name (``pkg/msg/Name``) -> message class."""
+
+    classes: dict[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.classes[name]
+
+    @classmethod
+    def from_typestore(cls, typestore: Any) -> MessageTypes:
+        return cls({name: typestore.types[name] for name in TYPE_NAMES})
+
+    @classmethod
+    def from_rclpy(cls) -> MessageTypes:
+        classes = {}
+        for name in TYPE_NAMES:
+            pkg, _, msg = name.split("/")
+            classes[name] = getattr(importlib.import_module(f"{pkg}.msg"), msg)
+        return cls(classes)
+
+
+def header(types: MessageTypes, stamp_ns: int, frame_id: str) -> Any:
+    """``std_msgs/Header`` with ``stamp`` = ``stamp_ns`` nanoseconds (the input image stamp)."""
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    stamp = types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
+    return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+
+
+def pointcloud2(types: MessageTypes, hdr: Any, points: np.ndarray, rgb: np.ndarray | None = None,
+                intensity: np.ndarray | None = None) -> Any:
+    """Unorganised ``sensor_msgs/PointCloud2`` of ``[N, 3]`` points (metres, frame of ``hdr``), RViz-ready."""
+    fields, step, data = encode_points(points, rgb=rgb, intensity=intensity)
+    PointField = types["sensor_msgs/msg/PointField"]
+    n = len(data) // step
+    return types["sensor_msgs/msg/PointCloud2"](
+        header=hdr, height=1, width=n,
+        fields=[PointField(name=f[0], offset=f[1], datatype=f[2], count=f[3]) for f in fields],
+        is_bigendian=False, point_step=step, row_step=step * n, data=np.frombuffer(data, dtype=np.uint8).copy(),
+        is_dense=True,
+    )
+
+
+def _rotation_translation(types: MessageTypes, T: np.ndarray) -> tuple[Any, Any]:
+    w, x, y, z = matrix_to_quat_wxyz(T[:3, :3])
+    q = types["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w))
+    return q, [float(v) for v in T[:3, 3]]
+
+
+def transform_stamped_from_relative_pose(types: MessageTypes, hdr: Any, child_frame_id: str, T_0to1: np.ndarray) -> Any:
+    """TF ``hdr.frame_id`` (camera 0 optical) -> ``child_frame_id`` (camera 1 optical).
+
+    A TF parent -> child carries the child's pose in the parent, i.e. ``T_1to0 = inv(T_0to1)``.
+    """
+    q, t = _rotation_translation(types, invert_T(T_0to1))
+    transform = types["geometry_msgs/msg/Transform"](
+        translation=types["geometry_msgs/msg/Vector3"](x=t[0], y=t[1], z=t[2]), rotation=q
+    )
+    return types["geometry_msgs/msg/TransformStamped"](header=hdr, child_frame_id=child_frame_id, transform=transform)
+
+
+def pose_with_covariance_from_relative_pose(types: MessageTypes, hdr: Any, T_0to1: np.ndarray,
+                                            covariance: np.ndarray | None = None) -> Any:
+    """Pose of camera 1 in camera 0's optical frame (``inv(T_0to1)``), covariance ``[6, 6]`` row-major
+    (x, y, z, rotX, rotY, rotZ); ``None`` = unknown, marked by -1 in element 0 (the ROS convention)."""
+    q, t = _rotation_translation(types, invert_T(T_0to1))
+    pose = types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](x=t[0], y=t[1], z=t[2]),
+                                           orientation=q)
+    cov = np.zeros(36) if covariance is None else np.asarray(covariance, dtype=np.float64).reshape(36)
+    if covariance is None:
+        cov[0] = -1.0
+    return types["geometry_msgs/msg/PoseWithCovarianceStamped"](
+        header=hdr, pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=cov)
+    )
