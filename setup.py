@@ -18,7 +18,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["mickey_ros", "mickey_ros.*"]),
-    package_data={"mickey_ros": ["data/*", "data/demo/*"]},
+    package_data={"mickey_ros": ["data/*", "data/demo/*"], "mickey_ros.ros": ["msg/*.msg"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),

@@ -3,6 +3,7 @@
 Subcommands (DESIGN.md §4):
   match IMG0 IMG1 --intrinsics0 FX FY CX CY --intrinsics1 FX FY CX CY [...]  metric relative pose of a pair
   eval-mapfree SUBMISSION.zip --data-root ROOT --split val [--json OUT]      benchmark-exact Map-free metrics
+  make-interfaces DIR                                                        write the mickey_ros_msgs package
 
 Exit codes: 0 success; 1 the pair ran but no pose was found (the reason is printed); 2 bad input
 (one line on stderr naming the input and what was expected; ``--debug`` adds the traceback);
@@ -135,6 +136,14 @@ def cmd_eval_mapfree(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_make_interfaces(args: argparse.Namespace) -> int:
+    from mickey_ros.ros.interfaces import make_interface_package
+
+    root = make_interface_package(args.out_dir)
+    print(f"wrote {root}; build it with: colcon build --packages-select mickey_ros_msgs")
+    return EXIT_OK
+
+
 def _write_json(path: str, data: dict[str, Any], name: str) -> None:
     try:
         Path(path).write_text(json.dumps(data, indent=2) + "\n")
@@ -172,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", metavar="OUT.json", help="also write the metrics JSON here")
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_eval_mapfree)
+
+    i = sub.add_parser("make-interfaces", help="write the ament_cmake package mickey_ros_msgs (RelativePose.msg)")
+    i.add_argument("out_dir", help="folder (e.g. your colcon workspace's src/) to write mickey_ros_msgs/ into")
+    i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    i.set_defaults(func=cmd_make_interfaces)
     return parser
 
 
