@@ -36,9 +36,9 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "test": ["pytest>=7", "rosbags>=0.10", "rosbags-image>=0.9"],
+        "test": ["pytest>=7", "rosbags>=0.10", "rosbags-image>=0.9", "mcap-ros2-support>=0.5"],
         "train": ["tensorboard", "tqdm"],
-        "ros": ["rosbags>=0.10", "tqdm"],
+        "ros": ["rosbags>=0.10", "rosbags-image>=0.9"],
     },
     zip_safe=True,
     maintainer="mickey_ros maintainers",

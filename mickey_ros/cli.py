@@ -3,6 +3,7 @@
 Subcommands (DESIGN.md §4):
   match IMG0 IMG1 --intrinsics0 FX FY CX CY --intrinsics1 FX FY CX CY [...]  metric relative pose of a pair
   eval-mapfree SUBMISSION.zip --data-root ROOT --split val [--json OUT]      benchmark-exact Map-free metrics
+  bag IN OUT --image0 T --info0 T --image1 T --info1 T [...]                 the node's outputs for a recorded bag
   make-interfaces DIR                                                        write the mickey_ros_msgs package
 
 Exit codes: 0 success; 1 the pair ran but no pose was found (the reason is printed); 2 bad input
@@ -136,6 +137,26 @@ def cmd_eval_mapfree(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bag(args: argparse.Namespace) -> int:
+    from mickey_ros.pipeline import Relocalizer, resolve_device
+    from mickey_ros.ros.bag import check_bag, process_bag
+
+    topics = {"image0": args.image0, "info0": args.info0, "image1": args.image1, "info1": args.info1}
+    check_bag(args.input, topics)
+    if Path(args.output).exists():
+        raise InputError(f"OUT: {args.output} exists; rosbag2 writers need a new folder")
+    device = resolve_device(args.device)
+    net = _load_network(args)
+    reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
+                        resize=tuple(args.resize) if args.resize else None)
+    summary = process_bag(args.input, args.output, reloc, topics, prefix=args.prefix, slop=args.slop,
+                          storage=args.storage, frame0=args.frame0, frame1=args.frame1, progress=not args.quiet)
+    for reason in summary.skipped[:10]:
+        log.warning("skipped %s", reason)
+    print(f"mickey-ros bag: {summary.line()}; wrote {args.output}")
+    return EXIT_OK
+
+
 def cmd_make_interfaces(args: argparse.Namespace) -> int:
     from mickey_ros.ros.interfaces import make_interface_package
 
@@ -181,6 +202,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", metavar="OUT.json", help="also write the metrics JSON here")
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_eval_mapfree)
+
+    b = sub.add_parser("bag", help="run MicKey over a rosbag2 (mcap/sqlite3) and write the outputs to a new bag")
+    b.add_argument("input", metavar="IN", help="input rosbag2 folder")
+    b.add_argument("output", metavar="OUT", help="output rosbag2 folder (must not exist)")
+    for name, what in (("image0", "Image or CompressedImage of camera 0"), ("info0", "CameraInfo of camera 0"),
+                       ("image1", "Image or CompressedImage of camera 1"), ("info1", "CameraInfo of camera 1")):
+        b.add_argument(f"--{name}", required=True, metavar="TOPIC", help=what)
+    b.add_argument("--checkpoint")
+    b.add_argument("--backbone-weights")
+    b.add_argument("--preset", default="tiny")
+    b.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"))
+    b.add_argument("--device", default="auto")
+    b.add_argument("--precision", default="auto")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--slop", type=float, default=0.05, help="seconds between the two cameras' stamps")
+    b.add_argument("--prefix", default="/mickey", help="namespace of the output topics")
+    b.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
+    b.add_argument("--frame0", help="optical frame id of camera 0 (default: the image header's)")
+    b.add_argument("--frame1", help="optical frame id of camera 1")
+    b.add_argument("--quiet", action="store_true", help="no progress line")
+    b.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    b.set_defaults(func=cmd_bag)
 
     i = sub.add_parser("make-interfaces", help="write the ament_cmake package mickey_ros_msgs (RelativePose.msg)")
     i.add_argument("out_dir", help="folder (e.g. your colcon workspace's src/) to write mickey_ros_msgs/ into")
