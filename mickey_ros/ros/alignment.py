@@ -1,0 +1,104 @@
+"""Multi-robot map alignment from repeated MicKey measurements (pure numpy, no ROS).
+
+Each measurement k pairs a camera of robot A and one of robot B:
+  ``T_mapa_ca`` (pose of A's camera in map_a), ``T_mapb_cb`` (pose of B's camera in map_b) and the MicKey
+  relative pose ``T_0to1`` with camera 0 = A's camera, camera 1 = B's (``X_cb = T_0to1 X_ca``).
+It implies the transform taking map_b coordinates into map_a coordinates (the pose of map_b in map_a, the
+TF ``map_a -> map_b``):  ``T_mapa_mapb = T_mapa_ca @ inv(T_0to1) @ inv(T_mapb_cb)``.
+The fusion gates by confidence, starts from the robust medoid of the candidates and refines with
+iteratively reweighted (Cauchy) means, rejecting gross outliers; the covariance is the inliers' spread over
+their count (x, y, z, rotX, rotY, rotZ; metres, radians).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mickey_ros.errors import InputError
+from mickey_ros.geometry.se3 import invert_T, make_T
+
+
+@dataclass(frozen=True)
+class AlignmentConfig:
+    min_confidence: float = 0.2  # measurements below are not used (MicKey confidence in [0, 1])
+    rotation_scale_deg: float = 2.0  # deg of rotation residual that counts like translation_scale_m
+    translation_scale_m: float = 0.2  # m, Cauchy scale of the combined residual
+    outlier_factor: float = 3.0  # residual > factor * scale -> outlier (weight 0)
+    min_inliers: int = 3
+    iterations: int = 30
+
+
+@dataclass
+class Alignment:
+    success: bool
+    reason: str
+    T_mapa_mapb: np.ndarray  # [4, 4] float64, X_mapa = T X_mapb
+    covariance: np.ndarray  # [6, 6] (x, y, z, rotX, rotY, rotZ), m^2 / rad^2
+    inliers: np.ndarray  # [K] bool over all measurements (False for gated ones)
+
+
+def candidate(T_mapa_ca: np.ndarray, T_0to1: np.ndarray, T_mapb_cb: np.ndarray) -> np.ndarray:
+    """``T_mapa_mapb`` implied by one measurement."""
+    return np.asarray(T_mapa_ca, float) @ invert_T(T_0to1) @ invert_T(T_mapb_cb)
+
+
+def _log_so3(R: np.ndarray) -> np.ndarray:
+    """Rotation vector (axis * angle, radians) of ``[..., 3, 3]`` rotations."""
+    cos = np.clip((np.trace(R, axis1=-2, axis2=-1) - 1) / 2, -1, 1)
+    angle = np.arccos(cos)
+    v = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    sin = np.sin(angle)
+    scale = np.where(sin > 1e-9, angle / (2 * np.maximum(sin, 1e-12)), 0.5)
+    return v * scale[..., None]
+
+
+def _project_so3(M: np.ndarray) -> np.ndarray:
+    U, _, Vt = np.linalg.svd(M)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def _residuals(Ts: np.ndarray, T: np.ndarray, cfg: AlignmentConfig) -> np.ndarray:
+    rot = np.degrees(np.linalg.norm(_log_so3(np.swapaxes(Ts[:, :3, :3], 1, 2) @ T[:3, :3]), axis=-1))
+    trans = np.linalg.norm(Ts[:, :3, 3] - T[:3, 3], axis=-1)
+    return trans / cfg.translation_scale_m + rot / cfg.rotation_scale_deg  # in units of the scale
+
+
+def fuse(candidates: np.ndarray, confidences: np.ndarray, config: AlignmentConfig | None = None) -> Alignment:
+    """Robustly fuse ``[K, 4, 4]`` candidate ``T_mapa_mapb`` with their ``[K]`` confidences."""
+    cfg = config or AlignmentConfig()
+    Ts = np.asarray(candidates, dtype=np.float64).reshape(-1, 4, 4)
+    conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    if len(conf) != len(Ts):
+        raise InputError(f"confidences: expected {len(Ts)} values (one per measurement), got {len(conf)}")
+    used = np.isfinite(conf) & (conf >= cfg.min_confidence) & np.all(np.isfinite(Ts.reshape(len(Ts), -1)), axis=1)
+    inliers = np.zeros(len(Ts), dtype=bool)
+    if used.sum() < cfg.min_inliers:
+        return Alignment(False, f"too few measurements: {int(used.sum())} with confidence >= {cfg.min_confidence}, "
+                         f"need {cfg.min_inliers}", np.eye(4), np.full((6, 6), np.nan), inliers)
+    idx = np.flatnonzero(used)
+    sel = Ts[idx]
+    # robust start: the candidate closest (in truncated residual) to all others
+    cost = [np.minimum(_residuals(sel, T, cfg), cfg.outlier_factor).sum() for T in sel]
+    T = sel[int(np.argmin(cost))].copy()
+    for _ in range(cfg.iterations):
+        r = _residuals(sel, T, cfg)
+        w = conf[idx] / (1 + r**2)
+        w[r > cfg.outlier_factor] = 0
+        if w.sum() <= 0:
+            break
+        T_new = make_T(_project_so3(np.einsum("k,kij->ij", w, sel[:, :3, :3])), (w[:, None] * sel[:, :3, 3]).sum(0) / w.sum())
+        converged = np.allclose(T_new, T, atol=1e-12)
+        T = T_new
+        if converged:
+            break
+    keep = _residuals(sel, T, cfg) <= cfg.outlier_factor
+    inliers[idx[keep]] = True
+    if keep.sum() < cfg.min_inliers:
+        return Alignment(False, f"no consistent set: {int(keep.sum())} measurements agree, need {cfg.min_inliers}",
+                         np.eye(4), np.full((6, 6), np.nan), inliers)
+    res = np.concatenate([sel[keep, :3, 3] - T[:3, 3], _log_so3(np.swapaxes(T[:3, :3], 0, 1) @ sel[keep, :3, :3])], 1)
+    n = len(res)
+    covariance = (res.T @ res) / max(n - 1, 1) / n
+    return Alignment(True, "", T, covariance, inliers)
