@@ -48,6 +48,7 @@ setup(
     entry_points={
         "console_scripts": [
             "mickey-ros = mickey_ros.cli:main",
+            "relocalize_node = mickey_ros.ros.relocalize_node:main",
         ],
     },
 )
