@@ -54,17 +54,19 @@ def _make_nodes(context, tiny_net, **params):
     return node, tester, pubs, got, executor
 
 
-def _publish_pair(tester, pubs, stamp, k1=K):
+def _publish_pair(tester, pubs, stamp, k1=K, encoding1="rgb8", info_width1=294, d1=(0.0,) * 5, info1=True):
     from sensor_msgs.msg import CameraInfo, Image
 
-    for cam, path, k in (("0", "im0.png", K), ("1", "im1.png", k1)):
+    for cam, path, k, enc, width, d in (("0", "im0.png", K, "rgb8", 294, (0.0,) * 5),
+                                        ("1", "im1.png", k1, encoding1, info_width1, d1)):
         rgb = cv2.imread(str(DEMO / path))[:, :, ::-1]
-        img = Image(height=224, width=294, encoding="rgb8", step=294 * 3, data=rgb.tobytes())
+        img = Image(height=224, width=294, encoding=enc, step=294 * 3, data=rgb.tobytes())
         img.header.stamp, img.header.frame_id = stamp, f"cam{cam}_optical_frame"
-        info = CameraInfo(height=224, width=294, distortion_model="plumb_bob", d=[0.0] * 5, k=k)
+        info = CameraInfo(height=224, width=width, distortion_model="plumb_bob", d=list(d), k=k)
         info.header = img.header
         pubs[f"image{cam}"].publish(img)
-        pubs[f"camera_info{cam}"].publish(info)
+        if cam == "0" or info1:
+            pubs[f"camera_info{cam}"].publish(info)
 
 
 def _wait_connected(executor, node, tester, pubs):
@@ -99,15 +101,42 @@ def test_node_publishes_pose_and_clouds_with_frames_and_stamps(ros, tiny_net):
         tester.destroy_node()
 
 
-def test_bad_camera_info_publishes_nothing_and_node_keeps_running(ros, tiny_net):
+@pytest.mark.parametrize(
+    ("bad", "warning"),
+    [
+        (dict(k1=[0.0] * 9), "camera_info1: expected focal lengths fx > 0"),
+        (dict(encoding1="yuv422"), "image1: unsupported encoding 'yuv422'"),
+        (dict(info_width1=320), "camera_info1: CameraInfo describes 320x224 images"),
+        (dict(d1=(-0.2, 0.05, 0.0, 0.0, 0.0)), "camera_info1: non-zero distortion"),
+    ],
+)
+def test_bad_input_publishes_nothing_warns_once_and_node_keeps_running(ros, tiny_net, bad, warning):
     node, tester, pubs, got, executor = _make_nodes(ros, tiny_net)
     try:
         _wait_connected(executor, node, tester, pubs)
-        _publish_pair(tester, pubs, node.get_clock().now().to_msg(), k1=[0.0] * 9)
-        assert _spin_until(executor, lambda: node.stats["rejected"] == 1)
+        for _ in range(2):
+            _publish_pair(tester, pubs, node.get_clock().now().to_msg(), **bad)
+            _spin_until(executor, lambda: node._slot is None, 5)
+        assert _spin_until(executor, lambda: node.stats["rejected"] >= 1)
         assert got["pose"] == []
+        assert [w for w in node._warned if warning in w] and len(node._warned) == 1  # one warning, not one per pair
         _publish_pair(tester, pubs, node.get_clock().now().to_msg())  # the next good pair still works
         assert _spin_until(executor, lambda: got["pose"])
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        tester.destroy_node()
+
+
+def test_missing_camera_info_never_pairs(ros, tiny_net):
+    node, tester, pubs, got, executor = _make_nodes(ros, tiny_net)
+    try:
+        _wait_connected(executor, node, tester, pubs)
+        for _ in range(3):
+            _publish_pair(tester, pubs, node.get_clock().now().to_msg(), info1=False)
+            _spin_until(executor, lambda: False, 0.2)
+        assert node.stats["received_pairs"] == 0 and got["pose"] == []
+        assert node.sync.pending("image1") >= 1 and node.sync.pending("info1") == 0
     finally:
         executor.shutdown()
         node.destroy_node()
