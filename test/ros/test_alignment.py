@@ -37,7 +37,7 @@ def _errors(T, T_true):
 
 
 def test_candidate_recovers_the_map_transform_exactly():
-    T_true, cands, _, n_out = _simulate(outlier_fraction=0.0)
+    T_true = _simulate(outlier_fraction=0.0)[0]
     rng = np.random.default_rng(5)
     T_mapa_ca = make_T(_rot(rng, 30), [1.0, 2.0, 3.0])
     T_mapb_cb = invert_T(T_true) @ T_mapa_ca @ make_T(_rot(rng, 10), [0.3, 0.0, 0.1])
