@@ -12,6 +12,7 @@ rclpy = pytest.importorskip("rclpy")
 
 import cv2  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from conftest import DEMO  # noqa: E402
@@ -37,6 +38,7 @@ def _make_nodes(context, tiny_net, **params):
 
     from mickey_ros.ros.relocalize_node import RelocalizeNode
 
+    params = {"max_age": 60.0, **params}  # generous: a loaded CI machine must not turn test pairs stale
     overrides = [Parameter("device", value="cpu"), Parameter("reliability", value="reliable"),
                  *[Parameter(k, value=v) for k, v in params.items()]]
     node = RelocalizeNode(net=tiny_net, context=context, parameter_overrides=overrides)
@@ -159,6 +161,20 @@ def test_publishing_faster_than_inference_drops_and_counts(ros, tiny_net):
         assert _spin_until(executor, settled), s
         assert s["dropped_replaced"] > 0 and s["processed"] < s["received_pairs"]  # newest-pair slot, no backlog
         assert node.sync.pending("image0") <= node.sync.queue_size
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        tester.destroy_node()
+
+
+def test_stale_pairs_are_dropped_and_counted(ros, tiny_net):
+    node, tester, pubs, got, executor = _make_nodes(ros, tiny_net, max_age=0.5)
+    try:
+        _wait_connected(executor, node, tester, pubs)
+        old = node.get_clock().now().nanoseconds - 5 * 10**9  # 5 s in the past
+        _publish_pair(tester, pubs, Time(sec=old // 10**9, nanosec=old % 10**9))
+        assert _spin_until(executor, lambda: node.stats["dropped_stale"] == 1)
+        assert got["pose"] == [] and node.stats["processed"] == 0
     finally:
         executor.shutdown()
         node.destroy_node()
