@@ -9,7 +9,8 @@ Method
   ``--full`` adds the official preset at the Map-free size 720x540 (51 x 38 patches; ~12 s per image here).
 * ``pair_estimate``: one ``Relocalizer.estimate`` on a pair (two forwards + matching + solver), per preset.
 * ``torch.set_num_threads(THREADS)`` (2 by default); warm-up calls first, then repeated timed calls with
-  ``time.perf_counter`` (CUDA: synchronised inside the timed region); median, IQR, min, max in ms, repeats,
+  ``time.perf_counter`` (CUDA: synchronised inside the timed region); repeats: tiny 20 (3 warm-up), official 5
+  (1 warm-up); median, p25, p75, IQR (= p75 - p25, ``statistics.quantiles`` exclusive method), min, max in ms,
   plus torch version, threads, device, CPU and git commit.
 
 Run: ``python bench/bench_network.py [--full] [--device cpu|cuda]`` -> ``bench/results/network_<device>.json``.
@@ -73,7 +74,7 @@ def main() -> None:
         row = {"case": name, "preset": preset, "height": hw[0], "width": hw[1], **extra, **stats}
         results["cases"].append(row)
         print(f"{name:14s} {preset:8s} {hw[0]}x{hw[1]} {extra} median {stats['median_ms']:.1f} ms "
-              f"IQR {stats['iqr_ms']:.1f} (n={stats['repeats']})", flush=True)
+              f"p25-p75 {stats['p25_ms']:.1f}-{stats['p75_ms']:.1f} (n={stats['repeats']})", flush=True)
 
     torch.manual_seed(0)
     tiny = build_model("tiny", device=device).eval()
@@ -85,7 +86,7 @@ def main() -> None:
         precision="bf16 backbone")
     add("pair_estimate", "official", (224, 294), pair_case(official, 224, 294, device, 5, 1), precision="fp32")
     if args.full:
-        add("forward", "official", (720, 540), forward_case(official, 720, 540, device, None, 3, 1), precision="fp32")
+        add("forward", "official", (720, 540), forward_case(official, 720, 540, device, None, 5, 1), precision="fp32")
     out = args.out or REPO / "bench" / "results" / f"network_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -96,6 +96,8 @@ def measure(fn: Callable[[int], object], repeats: int, warmup: int, device: torc
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {
         "median_ms": statistics.median(times),
+        "p25_ms": q[0],
+        "p75_ms": q[2],
         "iqr_ms": q[2] - q[0],
         "min_ms": min(times),
         "max_ms": max(times),
