@@ -49,6 +49,7 @@ setup(
         "console_scripts": [
             "mickey-ros = mickey_ros.cli:main",
             "relocalize_node = mickey_ros.ros.relocalize_node:main",
+            "map_alignment_node = mickey_ros.ros.map_alignment_node:main",
         ],
     },
 )

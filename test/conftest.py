@@ -11,6 +11,22 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "mickey_ros" / "data" / "demo"
 
 
+@pytest.fixture()
+def ros(monkeypatch):
+    """A private rclpy context on loopback only, in a random DDS domain (real rclpy from the PyPI wheels)."""
+    import os
+    import random
+
+    rclpy = pytest.importorskip("rclpy")
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(100, 200)))
+    monkeypatch.setenv("ROS_LOCALHOST_ONLY", "1")
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.shutdown(context=context)
+
+
 @pytest.fixture(scope="session")
 def tiny_net():
     from mickey_ros.model import build_model

@@ -102,3 +102,96 @@ def fuse(candidates: np.ndarray, confidences: np.ndarray, config: AlignmentConfi
     n = len(res)
     covariance = (res.T @ res) / max(n - 1, 1) / n
     return Alignment(True, "", T, covariance, inliers)
+
+
+# -- streaming helpers used by map_alignment_node (still pure numpy) -------------------------------------------
+def _slerp_rotation(R_a: np.ndarray, R_b: np.ndarray, s: float) -> np.ndarray:
+    """Rotation ``s`` of the way from ``R_a`` to ``R_b`` along the shortest geodesic (``s`` in [0, 1])."""
+    w = _log_so3(R_a.T @ R_b) * s
+    angle = np.linalg.norm(w)
+    if angle < 1e-12:
+        return R_a.copy()
+    k = w / angle
+    Kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return R_a @ (np.eye(3) + np.sin(angle) * Kx + (1 - np.cos(angle)) * Kx @ Kx)
+
+
+class PoseBuffer:
+    """Time-stamped poses of one camera in its map, interpolated at query stamps.
+
+    ``add(stamp_ns, T_map_cam)`` stores ``[4, 4]`` poses (camera -> map, metres); ``at(stamp_ns)`` returns the pose
+    interpolated between the two bracketing samples (linear translation, geodesic rotation), or ``None`` when the
+    stamp lies outside the buffered span or either neighbour is more than ``max_gap_ns`` away.
+    """
+
+    def __init__(self, max_gap_ns: int = 200_000_000, capacity: int = 2000) -> None:
+        self.max_gap_ns = int(max_gap_ns)
+        self.capacity = int(capacity)
+        self._stamps: list[int] = []
+        self._poses: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+    def add(self, stamp_ns: int, T_map_cam: np.ndarray) -> None:
+        T = np.asarray(T_map_cam, dtype=np.float64)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise InputError(f"pose at {stamp_ns} ns: expected a finite [4, 4] transform, got shape {T.shape}")
+        i = int(np.searchsorted(self._stamps, stamp_ns))
+        if i < len(self._stamps) and self._stamps[i] == stamp_ns:
+            self._poses[i] = T
+            return
+        self._stamps.insert(i, int(stamp_ns))
+        self._poses.insert(i, T)
+        if len(self._stamps) > self.capacity:
+            del self._stamps[0], self._poses[0]
+
+    def at(self, stamp_ns: int) -> np.ndarray | None:
+        i = int(np.searchsorted(self._stamps, stamp_ns))
+        if i < len(self._stamps) and self._stamps[i] == stamp_ns:
+            return self._poses[i].copy()
+        if i == 0 or i == len(self._stamps):
+            return None
+        t0, t1 = self._stamps[i - 1], self._stamps[i]
+        if stamp_ns - t0 > self.max_gap_ns or t1 - stamp_ns > self.max_gap_ns:
+            return None
+        s = (stamp_ns - t0) / (t1 - t0)
+        T0, T1 = self._poses[i - 1], self._poses[i]
+        return make_T(_slerp_rotation(T0[:3, :3], T1[:3, :3], s), (1 - s) * T0[:3, 3] + s * T1[:3, 3])
+
+
+class AlignmentWindow:
+    """The most recent ``size`` measurements and their fusion (see :func:`fuse`)."""
+
+    def __init__(self, size: int = 200, config: AlignmentConfig | None = None) -> None:
+        self.size = int(size)
+        self.config = config or AlignmentConfig()
+        self.candidates: list[np.ndarray] = []
+        self.confidences: list[float] = []
+
+    def add(self, T_mapa_ca: np.ndarray, T_0to1: np.ndarray, T_mapb_cb: np.ndarray, confidence: float) -> None:
+        self.candidates.append(candidate(T_mapa_ca, T_0to1, T_mapb_cb))
+        self.confidences.append(float(confidence))
+        del self.candidates[:-self.size], self.confidences[:-self.size]
+
+    def fuse(self) -> Alignment:
+        if not self.candidates:
+            return Alignment(False, "no measurements yet", np.eye(4), np.full((6, 6), np.nan), np.zeros(0, bool))
+        return fuse(np.stack(self.candidates), np.asarray(self.confidences), self.config)
+
+
+def other_tf_parent(frames_yaml: str, child: str, own_parent: str) -> str | None:
+    """The parent ``child`` already has in a TF tree other than ``own_parent``, else ``None``.
+
+    ``frames_yaml`` is ``tf2_ros.Buffer.all_frames_as_yaml()``: one mapping per child frame with its ``parent``.
+    A TF frame has exactly one parent, so ``map_a -> map_b`` may only be broadcast where this returns ``None``.
+    """
+    import yaml
+
+    try:
+        frames = yaml.safe_load(frames_yaml) or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"TF frames: expected the YAML of Buffer.all_frames_as_yaml(): {err}") from err
+    entry = frames.get(child) if isinstance(frames, dict) else None
+    parent = str(entry.get("parent", "")) if isinstance(entry, dict) else ""
+    return parent if parent and parent != own_parent else None

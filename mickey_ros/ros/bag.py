@@ -188,13 +188,8 @@ def _process_pair(pair: Any, reloc: Any, out: _Outputs, types: builders.MessageT
     f0 = frame0 or pair.image0.header.frame_id or "camera0_optical_frame"
     f1 = frame1 or pair.image1.header.frame_id or "camera1_optical_frame"
     hdr0 = builders.header(types, pair.stamp0, f0)
-    sec, nsec = divmod(pair.stamp1, 1_000_000_000)
     pose = builders.pose_with_covariance_from_relative_pose(types, hdr0, res.T_0to1)
-    RP = out.ts.types[RELATIVE_POSE_TYPE]
-    full = RP(header=hdr0, child_frame_id=f1, stamp1=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec),
-              pose=pose.pose, num_matches=res.num_matches, num_inliers=res.num_inliers,
-              confidence=np.float32(res.confidence), status=RP.STATUS_OK if res.success else RP.STATUS_NO_POSE,
-              reason=res.reason)
+    full = builders.relative_pose_message(types, out.ts.types[RELATIVE_POSE_TYPE], hdr0, f1, pair.stamp1, res)
     out.write("full", pair.stamp0, full)
     if not res.success:
         return

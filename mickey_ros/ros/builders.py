@@ -97,3 +97,21 @@ def pose_with_covariance_from_relative_pose(types: MessageTypes, hdr: Any, T_0to
     return types["geometry_msgs/msg/PoseWithCovarianceStamped"](
         header=hdr, pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=cov)
     )
+
+
+def relative_pose_message(types: MessageTypes, relative_pose_class: Any, hdr: Any, child_frame_id: str,
+                          stamp1_ns: int, res: Any) -> Any:
+    """``mickey_ros_msgs/RelativePose`` (rclpy or rosbags class) from a :class:`~mickey_ros.pipeline.RelativePose`.
+
+    ``hdr`` = image-0 stamp and camera-0 optical frame; ``stamp1_ns`` = image-1 stamp. A failed result carries
+    ``STATUS_NO_POSE``, the identity pose with unknown covariance and the reason.
+    """
+    RP = relative_pose_class
+    T_0to1 = res.T_0to1 if res.success else np.eye(4)
+    pose = pose_with_covariance_from_relative_pose(types, hdr, T_0to1).pose
+    sec, nanosec = divmod(int(stamp1_ns), 1_000_000_000)
+    return RP(header=hdr, child_frame_id=child_frame_id,
+              stamp1=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), pose=pose,
+              num_matches=int(res.num_matches), num_inliers=int(res.num_inliers),
+              confidence=np.float32(res.confidence if res.success else 0.0),
+              status=RP.STATUS_OK if res.success else RP.STATUS_NO_POSE, reason=str(res.reason))

@@ -4,7 +4,8 @@ Inputs (relative names, remap them): ``image0``, ``camera_info0``, ``image1``, `
 (``sensor_msgs/Image``, or ``CompressedImage`` with ``compressed: true``). Outputs: TF camera-0 optical ->
 camera-1 optical (when tf2_ros is importable), ``~/relative_pose`` (PoseWithCovarianceStamped),
 ``~/keypoints0`` / ``~/keypoints1`` (PointCloud2, each in its own optical frame), ``~/num_inliers``
-(std_msgs/UInt32) and ``/diagnostics``. Stamps are the input image stamps.
+(std_msgs/UInt32), ``/diagnostics`` and, when the ``mickey_ros_msgs`` interface package is built,
+``~/relative_pose_full`` (``mickey_ros_msgs/RelativePose``: pose, confidence, counts, both stamps). Stamps are the input image stamps.
 
 Subscription callbacks only feed the synchroniser and keep the newest complete pair; one worker thread runs
 the model, so the executor never blocks on inference. Pairs older than ``max_age`` when the worker takes
@@ -95,6 +96,9 @@ class RelocalizeNode(Node):
         self.pub_cloud1 = self.create_publisher(PointCloud2, "~/keypoints1", 10)
         self.pub_inliers = self.create_publisher(UInt32, "~/num_inliers", 10)
         self.pub_diag = self._diagnostics_publisher()
+        self.relative_pose_class = self._relative_pose_class()
+        self.pub_full = (self.create_publisher(self.relative_pose_class, "~/relative_pose_full", 10)
+                         if self.relative_pose_class is not None else None)
         self.tf = self._tf_broadcaster() if p["publish_tf"] else None
         self._worker = threading.Thread(target=self._work, name="mickey_worker", daemon=True)
         self._worker.start()
@@ -107,6 +111,15 @@ class RelocalizeNode(Node):
             self.get_logger().warning("tf2_ros is not importable: TF output disabled (pose topics still published)")
             return None
         return TransformBroadcaster(self)
+
+    def _relative_pose_class(self) -> Any:
+        try:
+            from mickey_ros_msgs.msg import RelativePose
+        except ImportError:
+            self.get_logger().info("mickey_ros_msgs is not built: ~/relative_pose_full (RelativePose) is not published "
+                                   "(build it with `mickey-ros make-interfaces DIR` and colcon)")
+            return None
+        return RelativePose
 
     def _diagnostics_publisher(self) -> Any:
         try:
@@ -193,6 +206,9 @@ class RelocalizeNode(Node):
             hdr1 = builders.header(self.types, pair.stamp1, f1)
             self.pub_cloud1.publish(builders.pointcloud2(self.types, hdr1, res.kpts3d1, rgb=colours))
         self.pub_inliers.publish(UInt32(data=int(res.num_inliers)))
+        if self.pub_full is not None:
+            self.pub_full.publish(builders.relative_pose_message(self.types, self.relative_pose_class, hdr0, f1,
+                                                                 pair.stamp1, res))
         if self.tf is not None:
             self.tf.sendTransform(builders.transform_stamped_from_relative_pose(self.types, hdr0, f1, res.T_0to1))
 

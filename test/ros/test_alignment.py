@@ -65,3 +65,70 @@ def test_confidence_gating_and_too_few():
     res = fuse(cands, np.full(8, 0.05), AlignmentConfig(min_confidence=0.2))
     assert not res.success and "too few measurements: 0 with confidence >= 0.2" in res.reason
     assert np.array_equal(res.T_mapa_mapb, np.eye(4))
+
+
+def test_pose_buffer_interpolates_constant_rate_motion_exactly():
+    from mickey_ros.ros.alignment import PoseBuffer
+
+    def pose(t):  # constant angular rate about a fixed axis, constant velocity
+        axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+        half = np.radians(40.0 * t) / 2
+        return make_T(quat_wxyz_to_matrix([np.cos(half), *(np.sin(half) * axis)]), [1.0 + 2 * t, -t, 0.5 * t])
+
+    buf = PoseBuffer(max_gap_ns=600_000_000)
+    for k in (3, 0, 1, 2):  # out of order on purpose
+        buf.add(k * 500_000_000, pose(k * 0.5))
+    np.testing.assert_allclose(buf.at(700_000_000), pose(0.7), atol=1e-12)
+    np.testing.assert_allclose(buf.at(1_000_000_000), pose(1.0), atol=1e-12)
+    assert buf.at(-1) is None and buf.at(1_500_000_001) is None  # outside the span
+    gappy = PoseBuffer(max_gap_ns=100_000_000)
+    gappy.add(0, pose(0))
+    gappy.add(500_000_000, pose(0.5))
+    assert gappy.at(250_000_000) is None  # neighbours too far apart
+
+
+def test_pose_buffer_rejects_bad_poses_and_is_bounded():
+    import pytest
+
+    from mickey_ros.errors import InputError
+    from mickey_ros.ros.alignment import PoseBuffer
+
+    buf = PoseBuffer(capacity=5)
+    with pytest.raises(InputError, match=r"pose at 7 ns: expected a finite \[4, 4\] transform"):
+        buf.add(7, np.full((4, 4), np.nan))
+    for k in range(20):
+        buf.add(k, np.eye(4))
+    assert len(buf) == 5 and buf.at(3) is None and buf.at(17) is not None
+
+
+def test_alignment_window_keeps_the_latest_and_fuses():
+    from mickey_ros.ros.alignment import AlignmentWindow
+
+    rng = np.random.default_rng(3)
+    T_true = make_T(_rot(rng, 40), [3.0, 1.0, -0.2])
+    window = AlignmentWindow(size=10)
+    assert not window.fuse().success and window.fuse().reason == "no measurements yet"
+    for k in range(15):
+        T_mapa_ca = make_T(_rot(rng, 90), rng.uniform(-5, 5, 3))
+        T_mapb_cb = invert_T(T_true) @ T_mapa_ca @ make_T(_rot(rng, 10), rng.uniform(-1, 1, 3))
+        T_0to1 = invert_T(T_mapb_cb) @ invert_T(T_true) @ T_mapa_ca
+        window.add(T_mapa_ca, T_0to1, T_mapb_cb, 0.5)
+    assert len(window.candidates) == 10
+    res = window.fuse()
+    assert res.success and _errors(res.T_mapa_mapb, T_true)[1] < 1e-9
+
+
+def test_other_tf_parent_reads_the_buffer_yaml():
+    import pytest
+
+    from mickey_ros.errors import InputError
+    from mickey_ros.ros.alignment import other_tf_parent
+
+    frames = ("map_b: \n  parent: 'odom_b'\n  broadcaster: 'default_authority'\n  rate: 10000.000\n"
+              "base_link: \n  parent: 'map_a'\n  broadcaster: 'default_authority'\n")
+    assert other_tf_parent(frames, "map_b", "map_a") == "odom_b"
+    assert other_tf_parent(frames.replace("odom_b", "map_a"), "map_b", "map_a") is None
+    assert other_tf_parent(frames, "unknown", "map_a") is None
+    assert other_tf_parent("", "map_b", "map_a") is None  # empty tree: []
+    with pytest.raises(InputError, match="TF frames: expected the YAML"):
+        other_tf_parent("map_b: [unclosed", "map_b", "map_a")

@@ -10,6 +10,12 @@ import yaml
 from conftest import REPO
 
 LAUNCH = REPO / "launch" / "relocalize.launch.py"
+ALIGN_LAUNCH = REPO / "launch" / "map_alignment.launch.py"
+
+
+def _strings(path):
+    tree = ast.parse(path.read_text())
+    return tree, {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
 
 
 def test_launch_file_parses_and_remaps_the_node_inputs():
@@ -20,9 +26,23 @@ def test_launch_file_parses_and_remaps_the_node_inputs():
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in ast.walk(tree))
 
 
+def test_map_alignment_launch_wires_both_nodes():
+    pytest.importorskip("rclpy")
+    from mickey_ros.ros import map_alignment_node
+
+    tree, names = _strings(ALIGN_LAUNCH)
+    assert {"relocalize_node", "mickey_relocalizer", "map_alignment_node", "mickey_map_alignment"} <= names
+    assert {"image0", "camera_info0", "image1", "camera_info1"} <= names  # relocalize_node inputs
+    assert {"relative_pose", "relative_pose_full", "camera_pose_a", "camera_pose_b"} <= names  # alignment inputs
+    assert {"/mickey_relocalizer/relative_pose", "/mickey_relocalizer/relative_pose_full"} <= names
+    assert {"map_a_frame", "map_b_frame"} <= set(map_alignment_node.PARAMETERS) & names
+    assert "map_alignment.yaml" in names and (REPO / "config" / "map_alignment.yaml").exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="launch/launch_ros are not pip-installable")
-def test_launch_description_builds():
-    spec = importlib.util.spec_from_file_location("relocalize_launch", LAUNCH)
+@pytest.mark.parametrize("path", [LAUNCH, ALIGN_LAUNCH], ids=["relocalize", "map_alignment"])
+def test_launch_description_builds(path):
+    spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.generate_launch_description().entities

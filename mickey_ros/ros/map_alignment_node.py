@@ -1,0 +1,202 @@
+"""``map_alignment_node``: the transform between two robots' maps from MicKey measurements (rclpy).
+
+Camera 0 of the relocalize node is robot A's camera, camera 1 is robot B's. Inputs (relative names, remap them):
+- ``relative_pose`` (``geometry_msgs/PoseWithCovarianceStamped``, the relocalize node's ``~/relative_pose``: pose
+  of camera B in camera A's optical frame, stamped with image A), or, when the ``mickey_ros_msgs`` package is built,
+  ``relative_pose_full`` (``RelativePose``: also carries the confidence used for gating and image B's stamp);
+- ``camera_pose_a`` / ``camera_pose_b`` (``geometry_msgs/PoseStamped``): each camera's optical-frame pose in its
+  own robot's map (``header.frame_id`` = ``map_a_frame`` / ``map_b_frame``), e.g. from each robot's localisation.
+
+Each measurement gives one candidate ``T_mapa_mapb = T_mapa_ca @ inv(T_0to1) @ inv(T_mapb_cb)`` with the camera
+poses interpolated at the image stamps; the last ``window`` candidates are fused robustly
+(:func:`mickey_ros.ros.alignment.fuse`). Outputs: ``~/map_alignment`` (``PoseWithCovarianceStamped``, pose of
+``map_b`` in ``map_a``) after every successful fusion, and the TF ``map_a -> map_b`` (static broadcaster, needs
+tf2_ros) only while ``map_b`` has no other parent in the TF tree; otherwise the message is the only output and
+one warning says why.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from mickey_ros.errors import MickeyError
+from mickey_ros.geometry.se3 import invert_T, make_T, quat_wxyz_to_matrix
+from mickey_ros.ros import builders
+from mickey_ros.ros.alignment import AlignmentConfig, AlignmentWindow, PoseBuffer, other_tf_parent
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "map_a_frame": ("map_a", "map frame of robot A (camera 0 of the relocalize node)"),
+    "map_b_frame": ("map_b", "map frame of robot B (camera 1)"),
+    "window": (200, "number of most recent measurements fused"),
+    "min_confidence": (0.2, "measurements with a lower MicKey confidence are ignored (needs relative_pose_full)"),
+    "rotation_scale_deg": (2.0, "deg of rotation residual weighted like translation_scale_m"),
+    "translation_scale_m": (0.2, "m, scale of the robust (Cauchy) residual"),
+    "outlier_factor": (3.0, "residual / scale above which a measurement is an outlier"),
+    "min_inliers": (3, "agreeing measurements needed before anything is published"),
+    "max_pose_gap": (0.2, "s, largest gap between camera-pose samples bracketing an image stamp"),
+    "publish_tf": (True, "broadcast TF map_a -> map_b (only where map_b has no other parent)"),
+}
+RANGES = {"min_confidence": (0.0, 1.0), "rotation_scale_deg": (1e-3, 180.0), "translation_scale_m": (1e-4, 100.0),
+          "outlier_factor": (0.1, 100.0), "max_pose_gap": (0.0, 60.0)}
+INT_RANGES = {"window": (3, 100_000), "min_inliers": (1, 100_000)}
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _pose_to_T(pose: Any) -> np.ndarray:
+    """``[4, 4]`` from a ``geometry_msgs/Pose`` (quaternion x, y, z, w; must be unit length to 1e-3)."""
+    q = np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z], dtype=np.float64)
+    norm = float(np.linalg.norm(q))
+    if not np.isfinite(norm) or abs(norm - 1.0) > 1e-3:
+        raise MickeyError(f"expected a unit quaternion, got norm {norm:.4g}")
+    p = pose.position
+    return make_T(quat_wxyz_to_matrix(q / norm), np.array([p.x, p.y, p.z], dtype=np.float64))
+
+
+class MapAlignmentNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("mickey_map_alignment", **kwargs)
+        for name, (default, text) in PARAMETERS.items():
+            desc = ParameterDescriptor(description=text)
+            if name in RANGES:
+                desc.floating_point_range = [FloatingPointRange(from_value=RANGES[name][0], to_value=RANGES[name][1])]
+            if name in INT_RANGES:
+                desc.integer_range = [IntegerRange(from_value=INT_RANGES[name][0], to_value=INT_RANGES[name][1])]
+            self.declare_parameter(name, default, desc)
+        p = self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
+        config = AlignmentConfig(min_confidence=p["min_confidence"], rotation_scale_deg=p["rotation_scale_deg"],
+                                 translation_scale_m=p["translation_scale_m"], outlier_factor=p["outlier_factor"],
+                                 min_inliers=p["min_inliers"])
+        self.window = AlignmentWindow(p["window"], config)
+        gap = int(p["max_pose_gap"] * 1e9)
+        self.poses = {"a": PoseBuffer(gap), "b": PoseBuffer(gap)}
+        self.types = builders.MessageTypes.from_rclpy()
+        self.stats = {"measurements": 0, "used": 0, "rejected": 0, "fusions_ok": 0, "last_inliers": 0}
+        self._warned: set[str] = set()
+        self.latest = None  # the last successful Alignment
+
+        from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+
+        self.create_subscription(PoseStamped, "camera_pose_a", lambda m: self._on_camera_pose("a", m), 50)
+        self.create_subscription(PoseStamped, "camera_pose_b", lambda m: self._on_camera_pose("b", m), 50)
+        full = self._relative_pose_class()
+        if full is not None:
+            self.create_subscription(full, "relative_pose_full", self._on_relative_pose_full, 10)
+        else:
+            self.get_logger().info("mickey_ros_msgs is not built: using relative_pose (PoseWithCovarianceStamped); "
+                                   "without confidences only the robust estimator rejects bad measurements")
+            self.create_subscription(PoseWithCovarianceStamped, "relative_pose", self._on_relative_pose, 10)
+        self.pub_alignment = self.create_publisher(PoseWithCovarianceStamped, "~/map_alignment", 10)
+        self.tf = self._tf_outputs() if p["publish_tf"] else None
+
+    # -- optional parts --------------------------------------------------------------------------------------
+    def _relative_pose_class(self) -> Any:
+        try:
+            from mickey_ros_msgs.msg import RelativePose
+        except ImportError:
+            return None
+        return RelativePose
+
+    def _tf_outputs(self) -> Any:
+        try:
+            from tf2_ros import Buffer, StaticTransformBroadcaster, TransformListener
+        except ImportError:
+            self.get_logger().warning("tf2_ros is not importable: TF map_a -> map_b disabled (~/map_alignment is "
+                                      "still published)")
+            return None
+        buffer = Buffer()
+        return {"buffer": buffer, "listener": TransformListener(buffer, self),
+                "broadcaster": StaticTransformBroadcaster(self)}
+
+    # -- callbacks -------------------------------------------------------------------------------------------
+    def _on_camera_pose(self, robot: str, msg: Any) -> None:
+        expected = self.params[f"map_{robot}_frame"]
+        if msg.header.frame_id and msg.header.frame_id != expected:
+            self._warn_once(f"camera_pose_{robot}: expected frame_id '{expected}', got '{msg.header.frame_id}'; "
+                            "message ignored")
+            return
+        try:
+            self.poses[robot].add(_stamp_ns(msg.header.stamp), _pose_to_T(msg.pose))
+        except MickeyError as err:
+            self._warn_once(f"camera_pose_{robot}: {err}; message ignored")
+
+    def _on_relative_pose(self, msg: Any) -> None:
+        stamp = _stamp_ns(msg.header.stamp)
+        self._measure(msg.pose.pose, stamp, stamp, confidence=1.0)
+
+    def _on_relative_pose_full(self, msg: Any) -> None:
+        if msg.status != msg.STATUS_OK:
+            return
+        self._measure(msg.pose.pose, _stamp_ns(msg.header.stamp), _stamp_ns(msg.stamp1), float(msg.confidence))
+
+    def _measure(self, pose: Any, stamp_a: int, stamp_b: int, confidence: float) -> None:
+        self.stats["measurements"] += 1
+        try:
+            T_0to1 = invert_T(_pose_to_T(pose))  # the message carries camera B's pose in camera A
+        except MickeyError as err:
+            self.stats["rejected"] += 1
+            self._warn_once(f"relative_pose: {err}; measurement ignored")
+            return
+        T_mapa_ca, T_mapb_cb = self.poses["a"].at(stamp_a), self.poses["b"].at(stamp_b)
+        for robot, T, stamp in (("a", T_mapa_ca, stamp_a), ("b", T_mapb_cb, stamp_b)):
+            if T is None:
+                self.stats["rejected"] += 1
+                self._warn_once(f"camera_pose_{robot}: no pose within max_pose_gap "
+                                f"({self.params['max_pose_gap']} s) around an image stamp (first at {stamp} ns); "
+                                "such measurements are ignored")
+                return
+        self.stats["used"] += 1
+        self.window.add(T_mapa_ca, T_0to1, T_mapb_cb, confidence)
+        result = self.window.fuse()
+        if not result.success:
+            self.get_logger().debug(f"no alignment yet: {result.reason}")
+            return
+        self.stats["fusions_ok"] += 1
+        self.stats["last_inliers"] = int(result.inliers.sum())
+        self.latest = result
+        self._publish(result, stamp_a)
+
+    def _publish(self, result: Any, stamp_ns: int) -> None:
+        map_a, map_b = self.params["map_a_frame"], self.params["map_b_frame"]
+        hdr = builders.header(self.types, stamp_ns, map_a)
+        # the builder writes the pose of "camera 1" in "camera 0" = inv(argument): pass inv(T_mapa_mapb)
+        msg = builders.pose_with_covariance_from_relative_pose(self.types, hdr, invert_T(result.T_mapa_mapb),
+                                                               covariance=result.covariance)
+        self.pub_alignment.publish(msg)
+        if self.tf is None:
+            return
+        parent = other_tf_parent(self.tf["buffer"].all_frames_as_yaml(), map_b, own_parent=map_a)
+        if parent is not None:
+            self._warn_once(f"TF: {map_b} already has parent {parent}; {map_a} -> {map_b} is published only on "
+                            "~/map_alignment")
+            return
+        self.tf["broadcaster"].sendTransform(
+            builders.transform_stamped_from_relative_pose(self.types, hdr, map_b, invert_T(result.T_mapa_mapb)))
+
+    def _warn_once(self, text: str) -> None:
+        """One warning per kind of problem (the text up to its first parenthesis), not one per message."""
+        key = text.split("(")[0]
+        if key not in {w.split("(")[0] for w in self._warned}:
+            self._warned.add(text)
+            self.get_logger().warning(text)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = MapAlignmentNode()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
