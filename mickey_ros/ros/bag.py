@@ -97,13 +97,20 @@ def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: d
                     summary.pairs_found += 1
                     _process_pair(pair, reloc, out, types, summary, frame0, frame1)
                 if progress and (count % 20 == 0 or count == total):
-                    print(f"\rmickey-ros bag: {count}/{total} messages, {summary.processed} pairs", end="",
-                          file=sys.stderr, flush=True)
+                    print(f"\r{progress_bar(count, total)} {count}/{total} messages, {summary.processed} pairs",
+                          end="", file=sys.stderr, flush=True)
             if progress:
                 print(file=sys.stderr)
     finally:
         reader.close()
     return summary
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """``mickey-ros bag [#########.....]  64%``: a text bar for ``done`` of ``total`` items."""
+    frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
+    filled = int(round(frac * width))
+    return f"mickey-ros bag [{'#' * filled}{'.' * (width - filled)}] {100 * frac:3.0f}%"
 
 
 def check_bag(in_path: str | Path, topics: dict[str, str]) -> None:

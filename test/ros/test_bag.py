@@ -135,3 +135,12 @@ def test_missing_topic_is_one_line_in_a_real_process(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"mickey-ros: error: --image0: topic /cam0/nope is not in {src} (topics: /cam0/camera_info, "
         "/cam0/image_raw, /cam1/camera_info, /cam1/image_raw/compressed)"]
+
+
+def test_progress_bar_text():
+    from mickey_ros.ros.bag import progress_bar
+
+    assert progress_bar(0, 10, width=10) == "mickey-ros bag [..........]   0%"
+    assert progress_bar(5, 10, width=10) == "mickey-ros bag [#####.....]  50%"
+    assert progress_bar(10, 10, width=10) == "mickey-ros bag [##########] 100%"
+    assert progress_bar(0, 0, width=4) == "mickey-ros bag [####] 100%"  # an empty bag is done
