@@ -25,6 +25,7 @@ than 8 candidates is left out of the batch (counted) instead of raising.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -258,12 +259,16 @@ def mickey_loss(P: torch.Tensor, kpts0: torch.Tensor, kpts1: torch.Tensor, depth
         T_0to1: ``[B, 4, 4]`` ground-truth relative poses (``X1 = R X0 + t``, metres).
         config: loss settings.
         topk_percent: curriculum percentage (``None`` = every valid pair).
-        generator: random generator on ``P``'s device (seeded training = reproducible draws).
+        generator: random generator on ``P``'s device (seeded training = reproducible draws), or one per pair
+            (then a pair's draws do not depend on the other pairs: DDP shards give the single-process result).
 
     Returns:
         :class:`LossOutput`.
     """
     B = P.shape[0]
+    generators = list(generator) if isinstance(generator, (list, tuple)) else [generator] * B
+    if len(generators) != B:
+        raise InputError(f"generator: expected one generator per pair ({B}), got {len(generators)}")
     for name, value, shape in (("kpts0", kpts0, (B, P.shape[1], 2)), ("kpts1", kpts1, (B, P.shape[2], 2)),
                                ("depth0", depth0, (B, P.shape[1])), ("depth1", depth1, (B, P.shape[2])),
                                ("K0", K0, (B, 3, 3)), ("K1", K1, (B, 3, 3)), ("Kori0", Kori0, (B, 3, 3)),
@@ -276,7 +281,7 @@ def mickey_loss(P: torch.Tensor, kpts0: torch.Tensor, kpts1: torch.Tensor, depth
         invalid = []
         for b in range(B):
             res = _pair_loss(P[b], kpts0[b], kpts1[b], depth0[b], depth1[b], K0[b], K1[b], Kori0[b], Kori1[b],
-                             T_0to1[b], config, generator)
+                             T_0to1[b], config, generators[b])
             if isinstance(res, str):
                 invalid.append(f"pair {b}: {res}")
                 results.append(None)

@@ -1,0 +1,126 @@
+"""Evaluate a MicKey checkpoint on validation pairs: Map-free submission zip + benchmark-exact metrics.
+
+    python training/evaluate.py --checkpoint run/checkpoints/best.ckpt --data DIR [--kind bags|mapfree]
+        [--split val] [--out OUT_DIR] [--resize W H] [--max-pairs N] [--device auto] [--seed 0]
+
+``--kind mapfree``: ``DIR`` is a Map-free root; the pairs are the benchmark's (reference vs every 5th query),
+the submission zip is scored by :func:`mickey_ros.mapfree.evaluate_submission` (the benchmark's own rules).
+``--kind bags``: ``DIR`` holds rosbag2 recordings (as for training); each pair's camera 0 plays the Map-free
+reference, so the same rules apply (``pose_<place>.txt`` per place, VCRE with the query's K and image size).
+Writes ``OUT/submission.zip`` and ``OUT/metrics.json``; exit 2 with one line on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `training` and `mickey_ros` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from mickey_ros.errors import MickeyError  # noqa: E402
+from mickey_ros.geometry.metrics import pose_errors, rotation_error_quat, vcre  # noqa: E402,F401
+from mickey_ros.mapfree import aggregate_results, write_submission  # noqa: E402
+
+
+def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,
+                     ) -> tuple[dict[str, float], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
+    """Run the Relocalizer on the dataset's pairs (the first ``max_pairs``) and score them as Map-free does.
+
+    Camera 0 is the reference (identity pose), so a pair's ground truth ``T_0to1`` is the query's
+    world-to-camera pose; VCRE uses the query's network-input K and image size.
+
+    Returns:
+        ``(metrics, estimates)``: the benchmark's metric dict, and per scene the submission rows
+        ``(query name, R, t, confidence)`` of the pairs with a pose.
+    """
+    from mickey_ros.pipeline import Relocalizer
+
+    reloc = Relocalizer(net, device=device, seed=seed)
+    per_scene: dict[str, dict[str, list[float]]] = {}
+    estimates: dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]] = {}
+    failures = 0
+    count = len(dataset) if max_pairs is None else min(len(dataset), max_pairs)
+    with torch.no_grad():
+        for i in range(count):
+            item = dataset[i]
+            scene = _scene_name(item["scene_id"])
+            res = reloc.estimate(item["image0"], item["K_color0"].numpy(), item["image1"], item["K_color1"].numpy())
+            rows = per_scene.setdefault(scene, {"trans_err": [], "rot_err": [], "reproj_err": [], "confidence": []})
+            estimates.setdefault(scene, [])
+            T_gt = item["T_0to1"].double().numpy()
+            if not res.success or not np.all(np.isfinite(T_gt)):
+                failures += 1
+                continue
+            trans, rot = pose_errors(res.T_0to1, T_gt)
+            H, W = item["image1"].shape[-2:]
+            rows["trans_err"].append(trans)
+            rows["rot_err"].append(rot)
+            rows["reproj_err"].append(vcre(res.T_0to1, T_gt, item["K_color1"].double().numpy(), W, H))
+            rows["confidence"].append(float(res.confidence))
+            estimates[scene].append((_frame_name(item["pair_names"][1]), res.R, res.t, float(res.confidence)))
+    return aggregate_results(list(per_scene.values()), failures), estimates
+
+
+def _scene_name(scene_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(scene_id)) or "scene"
+
+
+def _frame_name(name: str) -> str:
+    return "".join(c if not c.isspace() and c != "#" else "_" for c in str(name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--backbone-weights", default="")
+    parser.add_argument("--data", required=True, help="Map-free root or folder of rosbag2 recordings")
+    parser.add_argument("--kind", choices=("bags", "mapfree"), default="bags")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--out", default="eval_out")
+    parser.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"))
+    parser.add_argument("--max-pairs", type=int)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", help="training config (data topics/pair limits for --kind bags)")
+    args = parser.parse_args(argv)
+    try:
+        metrics = run(args)
+    except MickeyError as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    from mickey_ros.mapfree import evaluate_submission
+    from mickey_ros.model import load_checkpoint
+    from mickey_ros.pipeline import resolve_device
+    from training import config as config_mod
+    from training.trainer import build_dataset
+
+    out = Path(args.out)
+    net = load_checkpoint(args.checkpoint, backbone_weights=args.backbone_weights or None)
+    overrides = [f"data.kind={args.kind}", f"data.resize={list(args.resize) if args.resize else 'null'}"]
+    if args.kind == "mapfree":
+        overrides.append(f"data.root={args.data}")
+    else:
+        overrides.append(f"data.{'val' if args.split != 'train' else 'train'}=[{args.data}]")
+    cfg = config_mod.resolve(args.config, overrides)
+    dataset = build_dataset(cfg, "val" if args.split != "train" else "train", out)
+    metrics, estimates = evaluate_dataset(net, dataset, resolve_device(args.device), args.seed, args.max_pairs)
+    write_submission(out / "submission.zip", estimates)
+    if args.kind == "mapfree" and args.max_pairs is None:  # the benchmark's own scoring of the zip
+        metrics = evaluate_submission(out / "submission.zip", Path(args.data), args.split)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(main())

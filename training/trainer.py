@@ -1,0 +1,404 @@
+"""The MicKey trainer: data, model, the official loss, DDP, checkpoints with exact resume.
+
+Determinism (what makes ``--resume`` exact): the pair order of epoch ``e`` is a permutation seeded by
+``(seed, e)``, sharded over ranks; the loss draws of pair ``i`` at step ``s`` use a generator seeded by
+``(seed, s, i)`` (so a pair's draws do not depend on the other pairs or on the number of processes); the
+checkpoint holds model, optimiser, config, step, epoch, position in the epoch and the RNG states.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mickey_ros.errors import CheckpointError, DatasetError, InputError
+from mickey_ros.model import build_model, load_checkpoint
+from mickey_ros.model.checkpoint import read_file, save_checkpoint
+from mickey_ros.model.mickey import PRESETS, MicKey
+from mickey_ros.pipeline import resolve_device
+from training import config as config_mod
+from training.loss import mickey_loss
+
+log = logging.getLogger("mickey_ros.training")
+
+
+# -- data -------------------------------------------------------------------------------------------------------
+def find_bags(paths: list[str], what: str) -> list[Path]:
+    """rosbag2 folders named directly or found (``metadata.yaml``) below the given folders, sorted."""
+    bags: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise DatasetError(f"data.{what}: {p} does not exist")
+        bags += [p] if (p / "metadata.yaml").exists() else sorted(m.parent for m in p.rglob("metadata.yaml"))
+    if not bags:
+        raise DatasetError(f"data.{what}: no rosbag2 folder (with metadata.yaml) in {', '.join(paths) or '[]'}")
+    return bags
+
+
+def build_dataset(cfg: dict, split: str, run_dir: Path) -> Dataset | None:
+    """The train or val dataset of the configuration (``None`` for an empty val list)."""
+    d = cfg["data"]
+    if d["kind"] == "mapfree":
+        from training.data.datasets import MapFreePairDataset
+
+        if not d["root"]:
+            raise InputError("data.root: the Map-free data root is required for data.kind=mapfree")
+        return MapFreePairDataset(d["root"], split, resize=d["resize"], pairs="overlap" if split == "train" else "eval")
+    if d["kind"] != "bags":
+        raise InputError(f"data.kind: expected bags or mapfree, got {d['kind']!r}")
+    if split == "val" and not d["val"]:
+        return None
+    from training.data.bag_index import BagSource, PoseSource, index_bags
+    from training.data.datasets import BagPairDataset
+    from training.data.pairs import PairConfig, make_pairs
+
+    pose = PoseSource(kind=d["pose_source"], world_frame=d["world_frame"], camera_frame=d["camera_frame"] or None,
+                      topic=d["pose_topic"] or None)
+    sources = [BagSource(b, image_topic=d["image_topic"], info_topic=d["info_topic"], pose=pose)
+               for b in find_bags(d[split], split)]
+    index = index_bags(sources, cache_dir=d["cache_dir"] or run_dir / "index_cache")
+    pairs = make_pairs(index, PairConfig(
+        min_baseline_m=d["min_baseline_m"], max_baseline_m=d["max_baseline_m"], max_angle_deg=d["max_angle_deg"],
+        within_recording=d["within_recording"], across_recordings=d["across_recordings"],
+        max_pairs_per_place=d["max_pairs_per_place"], seed=cfg["train"]["seed"]))
+    return BagPairDataset(index, pairs, resize=d["resize"])
+
+
+def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's batches of epoch ``epoch``: a seeded permutation, split into global batches of
+    ``batch_size * world`` (the incomplete last one dropped), each cut into ``world`` consecutive shards."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(num_items, generator=g).tolist()
+    per_step = batch_size * world
+    return [order[s + rank * batch_size: s + (rank + 1) * batch_size]
+            for s in range(0, num_items - per_step + 1, per_step)]
+
+
+def pair_generator(seed: int, step: int, global_index: int) -> torch.Generator:
+    """The loss's random generator of one pair at one step (independent of batch layout and world size)."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 10_007 + global_index) % (2**63 - 1))
+
+
+# -- model ------------------------------------------------------------------------------------------------------
+def build_network(cfg: dict) -> MicKey:
+    m = cfg["model"]
+    if m["checkpoint"]:
+        net = load_checkpoint(m["checkpoint"], backbone_weights=m["backbone_weights"] or None)
+    else:
+        if m["preset"] not in PRESETS:
+            raise InputError(f"model.preset: expected one of {', '.join(PRESETS)}, got {m['preset']!r}")
+        preset_cfg = PRESETS[m["preset"]]
+        if m["freeze_backbone"] is not None and m["freeze_backbone"] != preset_cfg.freeze_backbone:
+            net = build_model(dataclasses.replace(preset_cfg, freeze_backbone=m["freeze_backbone"]))
+        else:
+            net = build_model(m["preset"])
+        if m["backbone_weights"]:
+            state = read_file(m["backbone_weights"], what="backbone weights")
+            try:
+                net.backbone.load_state_dict(state)
+            except (RuntimeError, TypeError) as err:
+                raise CheckpointError(f"model.backbone_weights: {m['backbone_weights']} does not fit the "
+                                      f"{m['preset']} backbone ({str(err).splitlines()[0]})") from err
+    if m["cache_features"] and not net.config.freeze_backbone:
+        raise InputError("model.cache_features: needs a frozen backbone (set model.freeze_backbone=true)")
+    return net
+
+
+class StepModule(nn.Module):
+    """What DDP wraps: images (or cached backbone features) of both views -> outputs and ``P``."""
+
+    def __init__(self, net: MicKey) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor, features: bool = False) -> tuple[Any, Any, torch.Tensor]:
+        run = self.net.forward_heads if features else self.net
+        out0, out1 = run(x0), run(x1)
+        return out0, out1, self.net.match(out0, out1)
+
+
+class FeatureCache:
+    """Frozen-backbone features per image (name + size), kept on the CPU; at most ``capacity`` images."""
+
+    def __init__(self, net: MicKey, capacity: int = 4096) -> None:
+        self.net, self.capacity = net, capacity
+        self.store: dict[str, torch.Tensor] = {}
+        self.hits = self.misses = 0
+
+    def __call__(self, images: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """``[B, 3, H, W]`` images and their unique names -> ``[B, C, H/14, W/14]`` backbone features."""
+        keys = [f"{n}|{images.shape[-2]}x{images.shape[-1]}" for n in names]
+        feats: list[torch.Tensor | None] = [self.store.get(k) for k in keys]
+        missing = [i for i, f in enumerate(feats) if f is None]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            with torch.no_grad():
+                computed = self.net.backbone_features(images[missing]).cpu()
+            for i, f in zip(missing, computed):
+                feats[i] = f
+                if len(self.store) < self.capacity:
+                    self.store[keys[i]] = f
+        return torch.stack(feats).to(images.device)  # type: ignore[arg-type]
+
+
+# -- trainer ----------------------------------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, cfg: dict, rank: int = 0, world: int = 1) -> None:
+        self.cfg, self.rank, self.world = cfg, rank, world
+        t = cfg["train"]
+        self.run_dir = Path(t["run_dir"])
+        self.device = resolve_device(t["device"])
+        if world > 1 and self.device.type == "cuda":
+            import os
+
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        precision = t["precision"] if t["precision"] != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16}.get(precision, "bad")
+        if self.autocast_dtype == "bad":
+            raise InputError(f"train.precision: expected auto, fp32 or bf16, got {precision!r}")
+        torch.manual_seed(t["seed"])
+        self.net = build_network(cfg).to(self.device).train()
+        self.loss_cfg = config_mod.loss_config(cfg)
+        self.cache = FeatureCache(self.net) if cfg["model"]["cache_features"] else None
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=cfg["optim"]["lr"], eps=cfg["optim"]["eps"])
+        step_module = StepModule(self.net)
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            step_module = DistributedDataParallel(step_module, device_ids=[self.device.index]
+                                                  if self.device.type == "cuda" else None)
+        self.step_module = step_module
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.best_auc = -math.inf
+        self.skipped_steps = 0
+        self.stop_signal: int | None = None
+        self.writer = None
+        self.metrics_file = self.run_dir / "metrics.jsonl"
+
+    # -- one optimiser step ------------------------------------------------------------------------------------
+    def topk(self) -> float | None:
+        t = self.cfg["train"]
+        return min(t["topk_init"] + t["topk_step"] * self.epoch, t["topk_max"]) if t["curriculum"] else None
+
+    def train_step(self, batch: dict[str, Any], global_indices: list[int]) -> dict[str, float]:
+        """Forward, loss, backward and (unless a gradient is not finite) one Adam step; returns scalars."""
+        dev = self.device
+        im0, im1 = batch["image0"].to(dev), batch["image1"].to(dev)
+        features = self.cache is not None
+        if features:
+            names0, names1 = batch["pair_names"]
+            im0, im1 = self.cache(im0, list(names0)), self.cache(im1, list(names1))
+        with torch.autocast(dev.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            out0, out1, P = self.step_module(im0, im1, features)
+        gens = [pair_generator(self.cfg["train"]["seed"], self.step, i) for i in global_indices]
+        lo = mickey_loss(P.float(), out0.kpts, out1.kpts, out0.depth, out1.depth, batch["K_color0"].to(dev),
+                         batch["K_color1"].to(dev), batch["Kori_color0"].to(dev), batch["Kori_color1"].to(dev),
+                         batch["T_0to1"].to(dev).double(), self.loss_cfg, self.topk(), gens)
+        self.opt.zero_grad(set_to_none=True)
+        lo.surrogate.backward()
+        finite = all(torch.isfinite(p.grad).all() for p in self.params if p.grad is not None)
+        if finite:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg["optim"]["grad_clip"]))
+            self.opt.step()
+        else:
+            grad_norm = float("nan")
+            self.skipped_steps += 1
+            log.warning("step %d: NaN/Inf gradients; optimiser step skipped (%d so far)", self.step,
+                        self.skipped_steps)
+        self.step += 1
+        self._last_outputs = (batch, out0, out1, P, lo)
+        kept = lo.kept
+        return {"loss": float(lo.loss), "grad_norm": grad_norm, "kept_pairs": int(kept.sum()),
+                "invalid_pairs": len(lo.invalid), "skipped_steps": self.skipped_steps,
+                "rot_err_deg": float(np.nanmean(lo.rotation_error_deg.cpu().numpy())) if len(kept) else float("nan"),
+                "trans_err_m": float(np.nanmean(lo.translation_error_m.cpu().numpy())) if len(kept) else float("nan"),
+                "topk": self.topk() or 100.0}
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def save(self, name: str) -> Path:
+        path = self.run_dir / "checkpoints" / name
+        save_checkpoint(self.net, path, optimizer=self.opt.state_dict(), training_config=self.cfg, step=self.step,
+                        epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, best_auc=self.best_auc,
+                        skipped_steps=self.skipped_steps,
+                        rng={"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+                             "numpy": np.random.get_state()[1].tolist()})
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        state = read_file(path, what="--resume checkpoint")
+        if not isinstance(state, dict) or "optimizer" not in state or "step" not in state:
+            raise CheckpointError(f"--resume {path}: not a training checkpoint (no optimizer state / step)")
+        try:
+            self.net.load_state_dict(state["state_dict"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"--resume {path}: does not fit this model/config "
+                                  f"({str(err).splitlines()[0]})") from err
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch, self.best_auc = int(state["batch_in_epoch"]), float(state["best_auc"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        torch.set_rng_state(state["rng"]["torch"])
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
+        workers = self.cfg["data"]["num_workers"]
+        return DataLoader(dataset, batch_sampler=batches, num_workers=workers, persistent_workers=False,
+                          pin_memory=self.device.type == "cuda")
+
+    def fit(self, train_ds: Dataset, val_ds: Dataset | None = None) -> dict[str, Any]:
+        t = self.cfg["train"]
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config_mod.save(self.cfg, self.run_dir / "config.yaml")
+            self.writer = _tensorboard(self.run_dir)
+        batches_per_epoch = len(train_ds) // (t["batch_size"] * self.world)
+        if batches_per_epoch == 0:
+            raise DatasetError(f"train: {len(train_ds)} pairs are fewer than one global batch "
+                               f"({t['batch_size']} x {self.world} processes)")
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = _progress(t["progress"] and self.rank == 0, t["max_steps"] or t["epochs"] * batches_per_epoch,
+                        self.step)
+        try:
+            while self.epoch < t["epochs"] and not self._done():
+                batches = epoch_batches(len(train_ds), t["batch_size"], t["seed"], self.epoch, self.rank, self.world)
+                start = self.batch_in_epoch
+                for batch_idx, batch in enumerate(self._loader(train_ds, batches[start:]), start):
+                    first = batch_idx * t["batch_size"] * self.world + self.rank * t["batch_size"]
+                    scalars = self.train_step(batch, list(range(first, first + len(batch["pair_id"]))))
+                    self.batch_in_epoch = batch_idx + 1
+                    self._log(scalars, bar)
+                    if self.rank == 0 and t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
+                        self.save("last.ckpt")
+                    if val_ds is not None and t["val_every"] and self.step % t["val_every"] == 0:
+                        self._validate(val_ds)
+                    if self.stop_signal is not None or self._done():
+                        break
+                if self.stop_signal is not None:
+                    break
+                if self.batch_in_epoch >= len(batches):
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    if val_ds is not None:
+                        self._validate(val_ds)
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            if bar is not None:
+                bar.close()
+        if self.rank == 0:
+            path = self.save("last.ckpt")
+            if self.stop_signal is not None:
+                log.warning("signal %d: wrote %s; continue with --resume %s", self.stop_signal, path, path)
+            if self.writer is not None:
+                self.writer.close()
+        return {"step": self.step, "epoch": self.epoch, "interrupted": self.stop_signal is not None}
+
+    def _done(self) -> bool:
+        return bool(self.cfg["train"]["max_steps"]) and self.step >= self.cfg["train"]["max_steps"]
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signum  # finish the current step, then checkpoint and stop
+
+    def _log(self, scalars: dict[str, float], bar: Any) -> None:
+        if self.rank != 0:
+            return
+        with self.metrics_file.open("a") as f:
+            f.write(json.dumps({"step": self.step, "epoch": self.epoch, **scalars}) + "\n")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{scalars['loss']:.4f}", kept=scalars["kept_pairs"])
+        t = self.cfg["train"]
+        if self.writer is not None and self.step % t["log_every"] == 0:
+            for k, v in scalars.items():
+                self.writer.add_scalar(f"train/{k}", v, self.step)
+        if self.writer is not None and t["image_every"] and self.step % t["image_every"] == 0:
+            self.writer.add_image("train/matches", _match_image(*self._last_outputs), self.step, dataformats="HWC")
+
+    def _validate(self, val_ds: Dataset) -> dict[str, float] | None:
+        if self.rank != 0:
+            return None
+        from training.evaluate import evaluate_dataset
+
+        self.net.eval()
+        try:
+            metrics, _ = evaluate_dataset(self.net, val_ds, device=self.device, seed=self.cfg["train"]["seed"],
+                                          max_pairs=self.cfg["train"]["val_max_pairs"])
+        finally:
+            self.net.train()
+        with self.metrics_file.open("a") as f:
+            f.write(json.dumps({"step": self.step, "epoch": self.epoch, "val": metrics}) + "\n")
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"val/{k}", v, self.step)
+        auc = metrics.get("AUC_VCRE", -math.inf)
+        if auc > self.best_auc:
+            self.best_auc = auc
+            self.save("best.ckpt")
+        return metrics
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed (pip install tensorboard): TensorBoard logging off; "
+                    "metrics still go to %s", run_dir / "metrics.jsonl")
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _progress(enabled: bool, total: int, initial: int) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _match_image(batch: dict, out0: Any, out1: Any, P: torch.Tensor, lo: Any) -> np.ndarray:
+    """Top matches of the first pair drawn side by side (uint8 HWC) for TensorBoard."""
+    import cv2
+
+    im0 = (batch["image0"][0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    im1 = (batch["image1"][0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    h = max(im0.shape[0], im1.shape[0])
+    canvas = np.zeros((h, im0.shape[1] + im1.shape[1], 3), np.uint8)
+    canvas[:im0.shape[0], :im0.shape[1]], canvas[:im1.shape[0], im0.shape[1]:] = im0, im1
+    p = P[0].detach().float()
+    top = torch.topk(p.flatten(), min(50, p.numel())).indices
+    k0, k1 = out0.kpts[0].detach().cpu().numpy(), out1.kpts[0].detach().cpu().numpy()
+    for flat in top.tolist():
+        i, j = divmod(flat, p.shape[1])
+        a = tuple(int(v) for v in k0[i])
+        b = (int(k1[j][0]) + im0.shape[1], int(k1[j][1]))
+        cv2.line(canvas, a, b, (0, 255, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def init_distributed() -> tuple[int, int]:
+    """``(rank, world)`` from torchrun's environment (gloo on CPU, nccl on CUDA); ``(0, 1)`` without it."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), world
