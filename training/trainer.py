@@ -170,6 +170,9 @@ class Trainer:
             raise InputError(f"train.precision: expected auto, fp32 or bf16, got {precision!r}")
         torch.manual_seed(t["seed"])
         self.net = build_network(cfg).to(self.device).train()
+        # DINOv2's mask_token is never used by MicKey's forward: a trainable unused parameter would keep DDP from
+        # ever finishing its gradient reduction (gradients silently not averaged), so it is frozen here.
+        self.net.backbone.mask_token.requires_grad_(False)
         self.loss_cfg = config_mod.loss_config(cfg)
         self.cache = FeatureCache(self.net) if cfg["model"]["cache_features"] else None
         self.params = [p for p in self.net.parameters() if p.requires_grad]

@@ -1,0 +1,212 @@
+"""The trainer: config schema, data order, DDP gradient averaging, feature cache, NaN skips, kill + exact resume,
+train.py / evaluate.py as processes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+import torch
+
+pytest.importorskip("rosbags.rosbag2")
+pytest.importorskip("skimage.data")
+
+from conftest import REPO  # noqa: E402
+from training import config as config_mod  # noqa: E402
+from training.trainer import FeatureCache, Trainer, build_network, epoch_batches  # noqa: E402
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    from training.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root / "train", scenes=1, frames=8, width=224, height=168, seed=0, depth=False)
+    generate(root / "val", scenes=1, frames=4, width=224, height=168, seed=1, depth=False)
+    return root
+
+
+def _overrides(bags, run_dir, *extra):
+    return [f"data.train=[{bags / 'train'}]", "data.num_workers=0", "data.max_baseline_m=3.0",
+            "data.max_angle_deg=60.0", "train.batch_size=2", f"train.run_dir={run_dir}", "train.progress=false",
+            "train.checkpoint_every=0", "train.val_every=0", "train.device=cpu", *extra]
+
+
+def _run(args, **kw):
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600, **kw)
+
+
+def _losses(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {d["step"]: d["loss"] for d in lines if "loss" in d}
+
+
+# -- configuration ------------------------------------------------------------------------------------------
+def test_config_layers_and_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  batch_size: 3\noptim:\n  lr: 1e-3\n")
+    cfg = config_mod.resolve(path, ["train.batch_size=5", "data.resize=[224, 168]", "loss.num_draws=4"])
+    assert cfg["train"]["batch_size"] == 5 and cfg["optim"]["lr"] == 1e-3 and cfg["data"]["resize"] == [224, 168]
+    assert config_mod.loss_config(cfg).num_draws == 4 and cfg["train"]["epochs"] == 100  # defaults kept
+    with pytest.raises(config_mod.ConfigError, match=r"override: unknown key train\.batchsize \(known: run_dir"):
+        config_mod.resolve(None, ["train.batchsize=4"])
+    with pytest.raises(config_mod.ConfigError, match="unknown section 'trian'"):
+        config_mod.resolve(None, ["trian.batch_size=4"])
+    with pytest.raises(config_mod.ConfigError, match=r"train\.batch_size: expected an integer, got 'four'"):
+        config_mod.resolve(None, ["train.batch_size=four"])
+    with pytest.raises(config_mod.ConfigError, match=r"expected section\.key=value"):
+        config_mod.resolve(None, ["batch_size=4"])
+    path.write_text("model:\n  presets: tiny\n")
+    with pytest.raises(config_mod.ConfigError, match=r"c\.yaml: unknown key model\.presets"):
+        config_mod.resolve(path)
+
+
+def test_shipped_configs_resolve():
+    for path in sorted((REPO / "training" / "configs").glob("*.yaml")):
+        config_mod.resolve(path)
+
+
+# -- data order ---------------------------------------------------------------------------------------------
+def test_epoch_batches_shard_one_global_order():
+    single = epoch_batches(23, 4, seed=5, epoch=2, rank=0, world=1)
+    shards = [epoch_batches(23, 2, seed=5, epoch=2, rank=r, world=2) for r in (0, 1)]
+    assert len(single) == 5 and all(len(b) == 4 for b in single)  # 23 // 4, incomplete batch dropped
+    assert [a + b for a, b in zip(*shards)] == single  # the same global batches, split by rank
+    assert epoch_batches(23, 4, 5, 2, 0, 1) == single and epoch_batches(23, 4, 5, 3, 0, 1) != single
+
+
+# -- DDP ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_process_gloo_ddp_step_averages_gradients_exactly(tmp_path):
+    script = str(REPO / "test" / "training" / "ddp_grad_check.py")
+    for pair in ("0", "1"):  # one process, each half of the batch (per-process BatchNorm statistics, as DDP)
+        assert _run([script, str(tmp_path), pair]).returncode == 0
+    proc = _run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 400),
+                 script, str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    single = [torch.load(tmp_path / f"grads_single_pair{p}.pt") for p in (0, 1)]
+    ranks = [torch.load(tmp_path / f"grads_world2_rank{r}.pt") for r in (0, 1)]
+    assert [r["loss"] for r in ranks] == [s["loss"] for s in single]  # same per-pair draws in both layouts
+    assert set(ranks[0]["grads"]) == set(single[0]["grads"]) and len(ranks[0]["grads"]) > 200
+    for name, grad in ranks[0]["grads"].items():
+        expected = (single[0]["grads"][name] + single[1]["grads"][name]) / 2
+        torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-9, msg=name)
+        assert torch.equal(grad, ranks[1]["grads"][name])  # every rank holds the average
+
+
+# -- steps --------------------------------------------------------------------------------------------------
+def _demo_batch(indices):
+    sys.path.insert(0, str(REPO / "test" / "training"))
+    from ddp_grad_check import demo_batch
+
+    return demo_batch(indices)
+
+
+def test_nan_gradients_skip_the_step_and_are_counted(tmp_path, monkeypatch, caplog):
+    cfg = config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.device=cpu", "train.curriculum=false"])
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    import training.trainer as trainer_mod
+
+    real = trainer_mod.mickey_loss
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.surrogate = out.surrogate * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer_mod, "mickey_loss", poisoned)
+    scalars = trainer.train_step(_demo_batch([0]), [0])
+    assert scalars["skipped_steps"] == 1 and trainer.step == 1
+    assert "NaN/Inf gradients; optimiser step skipped (1 so far)" in caplog.text
+    after = trainer.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+
+
+def test_cached_backbone_features_give_the_same_step(tmp_path):
+    cfg = config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.device=cpu", "model.freeze_backbone=true",
+                                    "train.curriculum=false"])
+    losses = []
+    for cache in (False, True):
+        cfg["model"]["cache_features"] = cache
+        trainer = Trainer(cfg)
+        batch = _demo_batch([0])
+        losses.append([trainer.train_step(batch, [0])["loss"] for _ in range(2)])
+        if cache:
+            assert trainer.cache.misses == 2 and trainer.cache.hits == 2  # both views computed once, then reused
+    assert losses[0] == pytest.approx(losses[1], rel=1e-9, abs=1e-12)
+    with pytest.raises(Exception, match="model.cache_features: needs a frozen backbone"):
+        build_network(config_mod.resolve(None, ["model.cache_features=true"]))
+
+
+def test_feature_cache_keys_by_name_and_size(tiny_net):
+    cache = FeatureCache(tiny_net, capacity=1)
+    images = torch.rand(2, 3, 56, 70)
+    direct = tiny_net.backbone_features(images)
+    torch.testing.assert_close(cache(images, ["a", "b"]), direct)
+    torch.testing.assert_close(cache(images, ["a", "b"]), direct)  # one stored, one recomputed (capacity 1)
+    assert len(cache.store) == 1 and cache.hits == 1 and cache.misses == 3
+
+
+# -- processes ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_kill_and_resume_continues_exactly(bags, tmp_path):
+    run_b = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "training/train.py", *_overrides(bags, run_b, "train.max_steps=50")],
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run_b / "metrics.jsonl").exists() and len(_losses(run_b)) >= 2:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    ckpt = run_b / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    k = int(state["step"])
+    assert k >= 2 and f"continue with --resume {ckpt}" in err
+    resumed = _run(["training/train.py", "--resume", str(ckpt), *_overrides(bags, run_b, f"train.max_steps={k + 2}")])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run_a = tmp_path / "straight"
+    straight = _run(["training/train.py", *_overrides(bags, run_a, f"train.max_steps={k + 2}")])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a, b = _losses(run_a), _losses(run_b)
+    assert [a[s] for s in range(1, k + 3)] == [b[s] for s in range(1, k + 3)]  # bit-identical losses
+    assert (run_a / "config.yaml").exists() and (run_a / "tb").is_dir()
+
+
+def test_train_py_rejects_bad_config_with_one_line(tmp_path):
+    proc = _run(["training/train.py", "train.batch_size=0.5", f"train.run_dir={tmp_path}"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "train.py: error: override: train.batch_size: expected an integer, got 0.5"]
+    proc = _run(["training/train.py", f"data.train=[{tmp_path / 'nope'}]", f"train.run_dir={tmp_path}"])
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+        f"train.py: error: data.train: {tmp_path / 'nope'} does not exist")
+
+
+@pytest.mark.slow
+def test_evaluate_writes_a_submission_and_benchmark_metrics(bags, tmp_path):
+    run = tmp_path / "run"
+    assert _run(["training/train.py", *_overrides(bags, run, "train.max_steps=1")]).returncode == 0
+    out = tmp_path / "eval"
+    proc = _run(["training/evaluate.py", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--data",
+                 str(bags / "val"), "--out", str(out), "--device", "cpu"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"AUC @ VCRE < 90px", "Precision @ Pose Error < (25.0cm, 5deg)", "Estimates for % of frames"} <= set(metrics)
+    with zipfile.ZipFile(out / "submission.zip") as zf:
+        names = zf.namelist()
+        assert names == ["pose_scene_000.txt"]
+        lines = zf.read(names[0]).decode().splitlines()
+    assert lines and all(len(line.split()) == 9 for line in lines)
+    bad = _run(["training/evaluate.py", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(bags)])
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

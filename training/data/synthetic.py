@@ -1,0 +1,640 @@
+"""Seeded synthetic rooms, ray-cast views and rosbag2 (mcap) recordings of them, for training and tests.
+
+A scene is an axis-aligned room in the ``map`` frame (REP 103: x forward, y left, z up; metres) spanning
+``[-sx/2, sx/2] x [-sy/2, sy/2] x [0, sz]``, with boxes standing on the floor. Every surface carries a
+crop of a photograph shipped with scikit-image (or a procedural texture), mip-mapped so that distant
+surfaces do not alias. Each scene is visited twice (``rec0``, ``rec1``, 100 s apart, like Map-free's
+reference and query): a robot base drives a smooth path on the floor, looking around a point of
+interest both visits share, with a camera on a fixed extrinsic ``base_link -> camera_optical_frame``
+(optical axes: x right, y down, z forward).
+
+Each recording is one rosbag2 folder: ``/camera/image_raw`` (rgb8), ``/camera/camera_info``,
+``/camera/depth/image_raw`` (32FC1, metres along z, NaN = no hit), ``/tf`` (``map -> base_link`` at 50 Hz,
+every image stamp included) and ``/tf_static`` (the extrinsic, once). ``scene.json`` beside them holds
+the seed, K, the image size and the ground-truth ``T_map_camera`` of every image.
+Everything in scene ``i`` follows from ``numpy.random.default_rng((seed, i))``: one scene can be
+regenerated alone, and runs with different seeds share no scene (``seed + i`` would make seed 1's
+scene 0 seed 0's scene 1).
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from mickey_ros.data.synthetic_scene import Rect, make_textures
+from mickey_ros.errors import InputError, MickeyError
+from mickey_ros.geometry.se3 import invert_T, make_T
+from mickey_ros.ros import builders
+
+IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC = "/camera/image_raw", "/camera/camera_info", "/camera/depth/image_raw"
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+MAP_FRAME, BASE_FRAME, CAMERA_FRAME = "map", "base_link", "camera_optical_frame"
+START_NS = 1_700_000_000 * 10**9  # stamp of the first image of rec0
+REVISIT_NS = 100 * 10**9  # rec1 starts this much later
+FRAME_PERIOD_NS = 100_000_000  # 10 Hz images
+TF_PERIOD_NS = 20_000_000  # 50 Hz /tf; a multiple of it is FRAME_PERIOD_NS, so every image stamp has a sample
+TF_MARGIN_NS = 100_000_000  # /tf also covers this long before the first and after the last image
+WALL_MARGIN = 0.6  # metres between the base and any wall or box (the camera sits 0.1 m ahead of it)
+MIP_LEVELS = 5  # texture sides are multiples of 2 ** (MIP_LEVELS - 1)
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "immunohistochemistry",
+          "hubble_deep_field", "retina", "camera", "moon", "coins", "page", "text")
+_OTHER_AXES = ((1, 2), (0, 2), (0, 1))
+# base_link (x forward, y left, z up) -> optical (x right, y down, z forward): columns are the optical axes.
+R_BASE_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+# -- scenes ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Texture:
+    """A mip-mapped texture: ``levels[l]`` is ``[S / 2**l, S / 2**l, 3]`` uint8 RGB, tiled by mirroring."""
+
+    levels: tuple[np.ndarray, ...]
+    pixels_per_metre: float  # texels of level 0 per metre of surface
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A room with boxes in the ``map`` frame (z up, metres)."""
+
+    size: tuple[float, float, float]  # room extent along x, y, z
+    boxes: tuple[tuple[tuple[float, float], tuple[float, float], float], ...]  # ((x0, x1), (y0, y1), height)
+    rects: tuple[Rect, ...]  # every visible surface; ``texture`` indexes ``textures``
+    textures: tuple[Texture, ...]
+    target: tuple[float, float]  # floor point (x, y) both recordings look towards: a box centre
+
+    def is_free(self, xy: np.ndarray, margin: float = WALL_MARGIN) -> np.ndarray:
+        """``[N]`` bool: the ``[N, 2]`` floor points (metres) are ``margin`` away from every wall and box."""
+        xy = np.atleast_2d(xy)
+        sx, sy, _ = self.size
+        free = (np.abs(xy[:, 0]) <= sx / 2 - margin) & (np.abs(xy[:, 1]) <= sy / 2 - margin)
+        for (x0, x1), (y0, y1), _ in self.boxes:
+            dx = np.maximum(np.maximum(x0 - xy[:, 0], xy[:, 0] - x1), 0.0)
+            dy = np.maximum(np.maximum(y0 - xy[:, 1], xy[:, 1] - y1), 0.0)
+            free &= np.hypot(dx, dy) >= margin
+        return free
+
+
+@lru_cache(maxsize=1)
+def _photos() -> tuple[np.ndarray, ...]:
+    try:
+        import skimage.data
+    except ImportError as err:
+        raise MickeyError("synthetic scenes need scikit-image for their textures: pip install scikit-image") from err
+    photos = []
+    for name in PHOTOS:
+        photo = getattr(skimage.data, name)()
+        photos.append(np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo[..., :3])
+    return tuple(np.ascontiguousarray(p, dtype=np.uint8) for p in photos)
+
+
+def _make_texture(rng: np.random.Generator, procedural: list[np.ndarray]) -> Texture:
+    """A random crop of a photograph (or a procedural texture), tinted, flipped and mip-mapped."""
+    if rng.random() < 0.2:
+        source = procedural[int(rng.integers(len(procedural)))]
+    else:
+        photos = _photos()
+        source = photos[int(rng.integers(len(photos)))]
+    h, w = source.shape[:2]
+    crop = int(min(h, w) * rng.uniform(0.35, 1.0))
+    y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+    side = 16 * int(rng.integers(12, 33))  # 192 .. 512 texels
+    tile = cv2.resize(source[y0:y0 + crop, x0:x0 + crop], (side, side), interpolation=cv2.INTER_AREA)
+    tile = np.rot90(tile, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        tile = tile[:, ::-1]
+    tile = np.clip(tile.astype(np.float32) * rng.uniform(0.75, 1.2, 3), 0, 255).astype(np.uint8)
+    levels = [np.ascontiguousarray(tile)]
+    for _ in range(MIP_LEVELS - 1):
+        levels.append(cv2.pyrDown(levels[-1]))
+    return Texture(tuple(levels), side / rng.uniform(0.8, 3.0))  # one tile spans 0.8-3 m
+
+
+def _box_rects(x: tuple[float, float], y: tuple[float, float], height: float, texture: int,
+               rng: np.random.Generator) -> list[Rect]:
+    (x0, x1), (y0, y1) = x, y
+    shade = rng.uniform(0.55, 1.0, 5)
+    return [
+        Rect(0, x0, (y0, 0.0), (y1, height), texture, shade[0]),
+        Rect(0, x1, (y0, 0.0), (y1, height), texture, shade[1]),
+        Rect(1, y0, (x0, 0.0), (x1, height), texture, shade[2]),
+        Rect(1, y1, (x0, 0.0), (x1, height), texture, shade[3]),
+        Rect(2, height, (x0, y0), (x1, y1), texture, shade[4]),
+    ]
+
+
+def make_scene(rng: np.random.Generator) -> Scene:
+    """A random room (x: 4-10 m, y: 4-8 m, z: 2.4-3.2 m) with 3-8 boxes (sides 0.2-1.5 m) on the floor.
+
+    Boxes are redrawn until at least a third of the floor stays free for the robot.
+    """
+    sx, sy, sz = rng.uniform(4.0, 10.0), rng.uniform(4.0, 8.0), rng.uniform(2.4, 3.2)
+    procedural = make_textures(int(rng.integers(2**31)))
+    textures = [_make_texture(rng, procedural) for _ in range(6)]
+    shade = rng.uniform(0.7, 1.0, 6)
+    rects = [
+        Rect(2, 0.0, (-sx / 2, -sy / 2), (sx / 2, sy / 2), 0, shade[0]),  # floor
+        Rect(2, sz, (-sx / 2, -sy / 2), (sx / 2, sy / 2), 1, shade[1]),  # ceiling
+        Rect(0, -sx / 2, (-sy / 2, 0.0), (sy / 2, sz), 2, shade[2]),  # back wall
+        Rect(0, sx / 2, (-sy / 2, 0.0), (sy / 2, sz), 3, shade[3]),  # front wall
+        Rect(1, -sy / 2, (-sx / 2, 0.0), (sx / 2, sz), 4, shade[4]),  # right wall
+        Rect(1, sy / 2, (-sx / 2, 0.0), (sx / 2, sz), 5, shade[5]),  # left wall
+    ]
+    probe = np.stack(np.meshgrid(np.linspace(-sx / 2, sx / 2, 40), np.linspace(-sy / 2, sy / 2, 40)), -1).reshape(-1, 2)
+    while True:
+        boxes = []
+        for _ in range(int(rng.integers(3, 9))):
+            wx, wy, h = rng.uniform(0.2, 1.5, 3)
+            x0 = rng.uniform(-sx / 2 + 0.05, sx / 2 - 0.05 - wx)
+            y0 = rng.uniform(-sy / 2 + 0.05, sy / 2 - 0.05 - wy)
+            boxes.append(((float(x0), float(x0 + wx)), (float(y0), float(y0 + wy)), float(h)))
+        scene = Scene((sx, sy, sz), tuple(boxes), (), (), (0.0, 0.0))
+        if scene.is_free(probe).mean() >= 1 / 3:
+            break
+    for (x, y, h) in boxes:
+        rects += _box_rects(x, y, h, len(textures), rng)
+        textures.append(_make_texture(rng, procedural))
+    (x0, x1), (y0, y1), _ = boxes[int(rng.integers(len(boxes)))]
+    target = ((x0 + x1) / 2, (y0 + y1) / 2)
+    return Scene((sx, sy, sz), tuple(boxes), tuple(rects), tuple(textures), target)
+
+
+# -- rendering -------------------------------------------------------------------------------------------
+def _rays(K: np.ndarray, T_map_camera: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """``[3, N]`` map-frame ray directions through pixels ``uv [N, 2]`` whose optical z component is 1."""
+    M = T_map_camera[:3, :3] @ np.linalg.inv(K)
+    return M[:, :1] * uv[:, 0] + M[:, 1:2] * uv[:, 1] + M[:, 2:]  # broadcasting: BLAS threads cost more here
+
+
+def _intersect(scene: Scene, centre: np.ndarray, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest hit of each ray: ``(depth [N] metres along the optical axis, inf = none; surface [N], -1 = none)``."""
+    depth = np.full(rays.shape[1], np.inf)
+    surface = np.full(rays.shape[1], -1, dtype=np.int32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / rays
+    eps = 1e-6  # closes seams where two rects meet
+    for index, rect in enumerate(scene.rects):
+        i, j = _OTHER_AXES[rect.axis]
+        s = (rect.value - centre[rect.axis]) * inv[rect.axis]
+        a = centre[i] + s * rays[i]
+        b = centre[j] + s * rays[j]
+        hit = ((s > 1e-6) & (s < depth) & (a >= rect.lo[0] - eps) & (a <= rect.hi[0] + eps)
+               & (b >= rect.lo[1] - eps) & (b <= rect.hi[1] + eps))
+        depth[hit] = s[hit]
+        surface[hit] = index
+    return depth, surface
+
+
+def _sample(level: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear samples ``[N, 3]`` float32 of a mirror-tiled texture level at texel coordinates ``u, v [N]``."""
+    side = level.shape[0]
+    maps = []
+    for coord in (u, v):
+        m = np.mod(coord, 2 * side)
+        maps.append(np.where(m >= side, 2 * side - m, m) - 0.5)  # texel centres at integers
+    n = len(u)
+    cols = 1024  # cv2.remap needs both map sides < 32767
+    rows = -(-n // cols)
+    map_x, map_y = (np.resize(m.astype(np.float32), rows * cols).reshape(rows, cols) for m in maps)
+    out = cv2.remap(level, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out.reshape(-1, 3)[:n].astype(np.float32)
+
+
+def _shade(scene: Scene, K: np.ndarray, centre: np.ndarray, rays: np.ndarray, depth: np.ndarray,
+           surface: np.ndarray) -> np.ndarray:
+    """``[N, 3]`` float32 RGB of the hits, trilinear mip-mapping by the pixel footprint on the surface."""
+    colour = np.zeros((len(depth), 3), dtype=np.float32)
+    focal = math.sqrt(K[0, 0] * K[1, 1])
+    order = np.argsort(surface, kind="stable")
+    bounds = np.searchsorted(surface[order], np.arange(len(scene.rects) + 1))
+    for index, rect in enumerate(scene.rects):
+        idx = order[bounds[index]:bounds[index + 1]]
+        if not len(idx):
+            continue
+        texture = scene.textures[rect.texture]
+        ray, s = rays[:, idx], depth[idx]
+        i, j = _OTHER_AXES[rect.axis]
+        u = (centre[i] + s * ray[i] - rect.lo[0]) * texture.pixels_per_metre
+        v = (rect.hi[1] - centre[j] - s * ray[j]) * texture.pixels_per_metre  # image rows go down the surface
+        cos = np.abs(ray[rect.axis]) / np.linalg.norm(ray, axis=0)
+        footprint = s / focal * texture.pixels_per_metre / np.sqrt(np.maximum(cos, 1e-3))
+        lod = np.clip(np.log2(np.maximum(footprint, 1.0)), 0, MIP_LEVELS - 1)
+        base = np.minimum(lod.astype(np.int64), MIP_LEVELS - 2)
+        for level in np.unique(base):
+            sel = base == level
+            w = (lod[sel] - level).astype(np.float32)[:, None]
+            scale = 2.0 ** -level
+            c0 = _sample(texture.levels[level], u[sel] * scale, v[sel] * scale)
+            c1 = _sample(texture.levels[level + 1], u[sel] * scale / 2, v[sel] * scale / 2)
+            colour[idx[sel]] = ((1 - w) * c0 + w * c1) * rect.shade
+    return colour
+
+
+def cast_depth(scene: Scene, K: np.ndarray, T_map_camera: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Exact depth at arbitrary (sub)pixels.
+
+    Args:
+        K: ``[3, 3]`` intrinsics (pixels; pixel centres at integer coordinates).
+        T_map_camera: ``[4, 4]`` pose of the optical frame in ``map`` (camera -> map).
+        uv: ``[N, 2]`` pixel coordinates (x, y).
+
+    Returns:
+        ``[N]`` float64 metres along the optical axis, inf where the ray hits nothing.
+    """
+    T = np.asarray(T_map_camera, dtype=np.float64)
+    depth, _ = _intersect(scene, T[:3, 3], _rays(np.asarray(K, dtype=np.float64), T, np.asarray(uv, np.float64)))
+    return depth
+
+
+def render(scene: Scene, K: np.ndarray, T_map_camera: np.ndarray, width: int, height: int,
+           gain: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Ray-cast one view of the scene.
+
+    Args:
+        K: ``[3, 3]`` intrinsics (pixels; pixel centres at integer coordinates).
+        T_map_camera: ``[4, 4]`` pose of the optical frame in ``map`` (camera -> map).
+        width, height: image size in pixels.
+        gain: exposure factor applied to the colours.
+
+    Returns:
+        ``(image [H, W, 3] uint8 RGB, depth [H, W] float64 metres along the optical axis, inf = no hit)``.
+    """
+    K, T = np.asarray(K, dtype=np.float64), np.asarray(T_map_camera, dtype=np.float64)
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    rays = _rays(K, T, np.stack([u.ravel(), v.ravel()], axis=1))
+    depth, surface = _intersect(scene, T[:3, 3], rays)
+    colour = _shade(scene, K, T[:3, 3], rays, depth, surface) * gain
+    image = np.clip(colour, 0, 255).astype(np.uint8).reshape(height, width, 3)
+    return image, depth.reshape(height, width)
+
+
+# -- trajectories ----------------------------------------------------------------------------------------
+def _rotation_zyx(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
+    """``[N, 3, 3]`` rotations Rz(yaw) Ry(pitch) Rx(roll) (radians; positive pitch tips x down)."""
+    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    return np.stack([
+        np.stack([cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr], -1),
+        np.stack([sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr], -1),
+        np.stack([-sp, cp * sr, cp * cr], -1),
+    ], -2)
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Planar motion of ``base_link`` in ``map`` over ``[t0, t1]`` seconds (relative to the recording start).
+
+    The position follows a Catmull-Rom curve through ``waypoints`` at uniform parameter speed; the yaw
+    points at ``target`` plus a slow sinusoid; pitch and roll are small sinusoids (body sway).
+    """
+
+    waypoints: np.ndarray  # [M, 2] metres
+    t0: float
+    t1: float
+    target: tuple[float, float]
+    waves: np.ndarray  # [3, 3]: (amplitude rad, frequency Hz, phase rad) of yaw offset, pitch, roll
+
+    def position(self, t: np.ndarray) -> np.ndarray:
+        """``[N, 2]`` base position (metres) at times ``t [N]`` (seconds, clipped to ``[t0, t1]``)."""
+        p = np.concatenate([self.waypoints[:1], self.waypoints, self.waypoints[-1:]])
+        segments = len(self.waypoints) - 1
+        x = np.clip((np.asarray(t, np.float64) - self.t0) / (self.t1 - self.t0), 0.0, 1.0) * segments
+        k = np.minimum(x.astype(np.int64), segments - 1)
+        tau = (x - k)[:, None]
+        p0, p1, p2, p3 = p[k], p[k + 1], p[k + 2], p[k + 3]
+        return 0.5 * (2 * p1 + (p2 - p0) * tau + (2 * p0 - 5 * p1 + 4 * p2 - p3) * tau**2
+                      + (3 * p1 - p0 - 3 * p2 + p3) * tau**3)
+
+    def poses(self, t: np.ndarray) -> np.ndarray:
+        """``[N, 4, 4]`` ``T_map_base`` (base -> map) at times ``t [N]`` seconds."""
+        t = np.atleast_1d(np.asarray(t, np.float64))
+        xy = self.position(t)
+        amp, freq, phase = self.waves.T
+        wave = amp[:, None] * np.sin(2 * np.pi * freq[:, None] * t[None] + phase[:, None])  # [3, N]
+        yaw = np.arctan2(self.target[1] - xy[:, 1], self.target[0] - xy[:, 0]) + wave[0]
+        T = np.tile(np.eye(4), (len(t), 1, 1))
+        T[:, :3, :3] = _rotation_zyx(yaw, wave[1], wave[2])
+        T[:, :2, 3] = xy
+        return T
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One visit of a scene: ``frames`` images at 10 Hz from ``start_ns``, a trajectory and the extrinsic."""
+
+    name: str
+    start_ns: int
+    frames: int
+    trajectory: Trajectory
+    T_base_camera: np.ndarray  # [4, 4] optical frame -> base_link
+    gain: float  # exposure of this visit
+
+    @property
+    def frame_stamps_ns(self) -> np.ndarray:
+        """``[F]`` int64 image stamps (nanoseconds)."""
+        return self.start_ns + FRAME_PERIOD_NS * np.arange(self.frames, dtype=np.int64)
+
+    @property
+    def tf_stamps_ns(self) -> np.ndarray:
+        """``[M]`` int64 ``/tf`` stamps at 50 Hz, a superset of the image stamps, with a margin each side."""
+        last = self.frame_stamps_ns[-1] + TF_MARGIN_NS
+        return np.arange(self.start_ns - TF_MARGIN_NS, last + 1, TF_PERIOD_NS, dtype=np.int64)
+
+    def T_map_base(self, stamps_ns: np.ndarray) -> np.ndarray:
+        """``[N, 4, 4]`` base -> map at the given stamps."""
+        return self.trajectory.poses((np.asarray(stamps_ns, np.int64) - self.start_ns) * 1e-9)
+
+    def T_map_camera(self, stamps_ns: np.ndarray) -> np.ndarray:
+        """``[N, 4, 4]`` optical frame -> map at the given stamps."""
+        return self.T_map_base(stamps_ns) @ self.T_base_camera
+
+
+def make_intrinsics(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """``[3, 3]`` pinhole K: ``fx = fy`` in 0.65-0.9 W, principal point within 2 % of the image centre."""
+    f = width * rng.uniform(0.65, 0.9)
+    cx = (width - 1) / 2 + width * rng.uniform(-0.02, 0.02)
+    cy = (height - 1) / 2 + height * rng.uniform(-0.02, 0.02)
+    return np.array([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]])
+
+
+def make_extrinsic(rng: np.random.Generator) -> np.ndarray:
+    """``[4, 4]`` ``T_base_camera``: optical frame 0.1 m ahead of the base at 0.8-1.6 m, tilted down -5..15 deg,
+    with up to 1 deg of roll and yaw mounting error."""
+    tilt = np.deg2rad([rng.uniform(-1, 1), rng.uniform(-5, 15), rng.uniform(-1, 1)])  # yaw, pitch, roll
+    R = _rotation_zyx(*tilt[:, None])[0] @ R_BASE_OPTICAL
+    return make_T(R, [0.1, 0.0, rng.uniform(0.8, 1.6)])
+
+
+def make_trajectory(scene: Scene, rng: np.random.Generator, duration: float,
+                    bearing: float | None = None) -> tuple[Trajectory, float]:
+    """A collision-free smooth path of ``duration`` seconds at 0.25-0.6 m/s that looks around ``scene.target``.
+
+    Args:
+        bearing: when given, the path starts within 75 deg of this bearing (radians, seen from the target),
+            so that a revisit looks at the same side of the scene.
+
+    Returns:
+        ``(trajectory over [-0.1, duration + 0.1] s, bearing of its start seen from the target)``.
+
+    Raises:
+        MickeyError: no free path was found (a room too cluttered; not seen with :func:`make_scene` rooms).
+    """
+    target = np.array(scene.target)
+    t0, t1 = -TF_MARGIN_NS * 1e-9, duration + TF_MARGIN_NS * 1e-9
+    length = rng.uniform(0.25, 0.6) * (t1 - t0)
+    segments = max(2, math.ceil(length / 0.8))
+    step = length / segments
+    for _ in range(500):
+        angle = rng.uniform(-np.pi, np.pi) if bearing is None else bearing + rng.uniform(-1.3, 1.3)
+        start = target + rng.uniform(1.2, 4.0) * np.array([math.cos(angle), math.sin(angle)])
+        if not scene.is_free(start)[0]:
+            continue
+        heading, points = rng.uniform(-np.pi, np.pi), [start]
+        for _ in range(segments):
+            for _ in range(30):
+                heading += rng.normal(0.0, 0.6)
+                nxt = points[-1] + step * np.array([math.cos(heading), math.sin(heading)])
+                if scene.is_free(nxt)[0] and np.linalg.norm(nxt - target) >= 1.2:
+                    points.append(nxt)
+                    break
+            else:
+                break
+        if len(points) != segments + 1:
+            continue
+        waves = np.column_stack([np.deg2rad([rng.uniform(5, 20), rng.uniform(0, 2), rng.uniform(0, 2)]),
+                                 rng.uniform(0.05, 0.3, 3), rng.uniform(-np.pi, np.pi, 3)])
+        traj = Trajectory(np.array(points), t0, t1, (float(target[0]), float(target[1])), waves)
+        dense = traj.position(np.linspace(t0, t1, 20 * segments + 1))
+        if scene.is_free(dense).all() and (np.linalg.norm(dense - target, axis=1) >= 1.0).all():
+            return traj, angle
+    raise MickeyError("synthetic scene: found no collision-free camera path (room too cluttered)")
+
+
+def _probe_pixels(width: int, height: int, step: int = 8) -> np.ndarray:
+    """``[N, 2]`` pixel grid (every ``step`` px) used to check views without rendering them."""
+    u, v = np.meshgrid(np.arange(step / 2, width, step), np.arange(step / 2, height, step))
+    return np.stack([u.ravel(), v.ravel()], axis=1)
+
+
+def covisibility(scene: Scene, K: np.ndarray, width: int, height: int, T_map_a: np.ndarray,
+                 T_map_b: np.ndarray, step: int = 8) -> float:
+    """Share of view A's surface points (on a pixel grid every ``step`` px) that view B sees unoccluded.
+
+    Args:
+        K: ``[3, 3]`` intrinsics of both views; ``width, height``: their size in pixels.
+        T_map_a, T_map_b: ``[4, 4]`` optical frame -> ``map`` of the two views.
+
+    Returns:
+        A fraction in ``[0, 1]`` (exact ray casts, no depth map involved).
+    """
+    uv = _probe_pixels(width, height, step)
+    z_a = cast_depth(scene, K, T_map_a, uv)
+    hit = np.isfinite(z_a)
+    X_a = np.concatenate([uv[hit], np.ones((int(hit.sum()), 1))], axis=1) @ np.linalg.inv(K).T * z_a[hit, None]
+    T_b_a = invert_T(T_map_b) @ T_map_a
+    X_b = X_a @ T_b_a[:3, :3].T + T_b_a[:3, 3]
+    z_b = X_b[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv_b = (X_b / z_b[:, None]) @ K.T[:, :2]
+    inside = (z_b > 1e-3) & (uv_b[:, 0] >= -0.5) & (uv_b[:, 0] <= width - 0.5) & (uv_b[:, 1] >= -0.5) & (
+        uv_b[:, 1] <= height - 0.5)
+    seen = np.abs(cast_depth(scene, K, T_map_b, uv_b[inside]) - z_b[inside]) < 1e-4 * (1 + z_b[inside])
+    return float(seen.sum() / len(uv))
+
+
+def make_recordings(scene: Scene, rng: np.random.Generator, frames: int, K: np.ndarray, width: int, height: int,
+                    min_depth: float = 0.5, min_covisibility: float = 0.3) -> tuple[Recording, Recording]:
+    """The two visits ``rec0`` (at :data:`START_NS`) and ``rec1`` (100 s later, from the same side of the target).
+
+    Paths are redrawn until no image sees a surface closer than ``min_depth`` metres and, for ``rec1``, until
+    one of its images sees at least ``min_covisibility`` of one of ``rec0``'s (checked at the first, middle and
+    last images of each), so that cross-visit pairs with overlap exist.
+
+    Raises:
+        MickeyError: no such paths were found.
+    """
+    duration = (frames - 1) * FRAME_PERIOD_NS * 1e-9
+    probe = _probe_pixels(width, height)
+    keys = sorted({0, (frames - 1) // 2, frames - 1})
+    recordings: list[Recording] = []
+    bearing = None
+    for k in range(2):
+        extrinsic, gain = make_extrinsic(rng), float(rng.uniform(0.8, 1.2))
+        for _ in range(100):
+            trajectory, start_bearing = make_trajectory(scene, rng, duration, bearing)
+            recording = Recording(f"rec{k}", START_NS + k * REVISIT_NS, frames, trajectory, extrinsic, gain)
+            poses = recording.T_map_camera(recording.frame_stamps_ns)
+            if min(cast_depth(scene, K, T, probe).min() for T in poses) < min_depth:
+                continue
+            if k == 0:
+                break
+            previous = recordings[0].T_map_camera(recordings[0].frame_stamps_ns)
+            if max(covisibility(scene, K, width, height, previous[i], poses[j]) for i in keys for j in keys) \
+                    >= min_covisibility:
+                break
+        else:
+            raise MickeyError(f"synthetic scene: found no camera path for rec{k} that keeps {min_depth} m from "
+                              f"surfaces and overlaps the other visit")
+        recordings.append(recording)
+        bearing = start_bearing
+    return recordings[0], recordings[1]
+
+
+# -- bags ------------------------------------------------------------------------------------------------
+class _BagWriter:
+    """The five topics of a recording on a rosbags ``Writer`` (mcap), with the Humble typestore."""
+
+    def __init__(self, writer: Any) -> None:
+        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+        from rosbags.typesys import Stores, get_typestore
+
+        self.writer, self.ts = writer, get_typestore(Stores.ROS2_HUMBLE)
+        self.types = builders.MessageTypes.from_typestore(self.ts)
+        latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+                      QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
+        spec = {IMAGE_TOPIC: "sensor_msgs/msg/Image", INFO_TOPIC: "sensor_msgs/msg/CameraInfo",
+                DEPTH_TOPIC: "sensor_msgs/msg/Image", TF_TOPIC: "tf2_msgs/msg/TFMessage",
+                TF_STATIC_TOPIC: "tf2_msgs/msg/TFMessage"}
+        self.conns = {topic: writer.add_connection(topic, msgtype, typestore=self.ts,
+                                                   offered_qos_profiles=[latched] if topic == TF_STATIC_TOPIC else [])
+                      for topic, msgtype in spec.items()}
+
+    def write(self, topic: str, stamp_ns: int, msg: Any) -> None:
+        conn = self.conns[topic]
+        self.writer.write(conn, int(stamp_ns), self.ts.serialize_cdr(msg, conn.msgtype))
+
+    def tf(self, topic: str, stamp_ns: int, parent: str, child: str, T_parent_child: np.ndarray) -> None:
+        """A TFMessage with one transform: the pose of ``child`` in ``parent``."""
+        hdr = builders.header(self.types, stamp_ns, parent)
+        # the builder takes T_0to1, which maps parent coordinates into child ones: the inverse of the pose
+        transform = builders.transform_stamped_from_relative_pose(self.types, hdr, child, invert_T(T_parent_child))
+        self.write(topic, stamp_ns, self.ts.types["tf2_msgs/msg/TFMessage"](transforms=[transform]))
+
+    def image(self, topic: str, stamp_ns: int, pixels: np.ndarray, encoding: str) -> None:
+        height, width = pixels.shape[:2]
+        data = np.ascontiguousarray(pixels).view(np.uint8).reshape(-1)
+        msg = self.ts.types["sensor_msgs/msg/Image"](
+            header=builders.header(self.types, stamp_ns, CAMERA_FRAME), height=height, width=width,
+            encoding=encoding, is_bigendian=0, step=len(data) // height, data=data)
+        self.write(topic, stamp_ns, msg)
+
+    def camera_info(self, stamp_ns: int, K: np.ndarray, width: int, height: int) -> None:
+        T = self.ts.types
+        roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+        msg = T["sensor_msgs/msg/CameraInfo"](
+            header=builders.header(self.types, stamp_ns, CAMERA_FRAME), height=height, width=width,
+            distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1).astype(np.float64),
+            r=np.eye(3).reshape(-1), p=np.hstack([K, np.zeros((3, 1))]).reshape(-1), binning_x=0, binning_y=0, roi=roi)
+        self.write(INFO_TOPIC, stamp_ns, msg)
+
+
+def write_recording(path: Path, scene: Scene, K: np.ndarray, width: int, height: int, recording: Recording,
+                    rng: np.random.Generator, depth: bool = True) -> list[dict[str, Any]]:
+    """Render a recording and write it as a new rosbag2 folder (mcap) at ``path``.
+
+    Images get Gaussian noise (sigma 1.5 grey levels, from ``rng``). Messages are written in stamp order;
+    ``/tf_static`` first.
+
+    Returns:
+        ``[{"stamp_ns": int, "T_map_camera": [4, 4] nested list}]`` per image (ground truth).
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    frame_stamps = recording.frame_stamps_ns
+    is_frame = set(frame_stamps.tolist())
+    tf_stamps = recording.tf_stamps_ns
+    T_map_base = recording.T_map_base(tf_stamps)
+    truth = []
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        out = _BagWriter(writer)
+        out.tf(TF_STATIC_TOPIC, tf_stamps[0], BASE_FRAME, CAMERA_FRAME, recording.T_base_camera)
+        for stamp, T in zip(tf_stamps.tolist(), T_map_base):
+            out.tf(TF_TOPIC, stamp, MAP_FRAME, BASE_FRAME, T)
+            if stamp not in is_frame:
+                continue
+            T_map_camera = T @ recording.T_base_camera
+            image, z = render(scene, K, T_map_camera, width, height, recording.gain)
+            noisy = np.clip(image + rng.normal(0.0, 1.5, image.shape), 0, 255).astype(np.uint8)
+            out.camera_info(stamp, K, width, height)
+            out.image(IMAGE_TOPIC, stamp, noisy, "rgb8")
+            if depth:
+                out.image(DEPTH_TOPIC, stamp, np.where(np.isfinite(z), z, np.nan).astype("<f4"), "32FC1")
+            truth.append({"stamp_ns": stamp, "T_map_camera": T_map_camera.tolist()})
+    return truth
+
+
+def write_scene(out: Path, seed: int, index: int, frames: int, width: int, height: int, depth: bool = True) -> Path:
+    """Generate scene ``index`` (rng ``default_rng((seed, index))``) into ``out/scene_NNN/`` (returned), which must
+    not exist: ``rec0/``, ``rec1/`` (bags) and ``scene.json``."""
+    rng = np.random.default_rng((seed, index))
+    scene = make_scene(rng)
+    K = make_intrinsics(rng, width, height)
+    folder = out / f"scene_{index:03d}"
+    folder.mkdir(parents=True)
+    record: dict[str, Any] = {"seed": seed, "scene_index": index, "K": K.tolist(), "width": width,
+                              "height": height, "room_size": list(scene.size), "recordings": {}}
+    for recording in make_recordings(scene, rng, frames, K, width, height):
+        truth = write_recording(folder / recording.name, scene, K, width, height, recording, rng, depth)
+        record["recordings"][recording.name] = {"T_base_camera": recording.T_base_camera.tolist(), "frames": truth}
+    (folder / "scene.json").write_text(json.dumps(record, indent=1))
+    return folder
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What :func:`generate` wrote."""
+
+    scenes: int
+    bags: int
+    frames: int
+    seconds: float
+
+    def line(self) -> str:
+        return (f"scenes {self.scenes}, bags {self.bags}, frames {self.frames}, {self.seconds:.1f} s "
+                f"({self.frames / max(self.seconds, 1e-9):.1f} frames/s)")
+
+
+def generate(out: str | Path, *, scenes: int = 4, frames: int = 30, width: int = 294, height: int = 224,
+             seed: int = 0, depth: bool = True, overwrite: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> Summary:
+    """Write ``scenes`` scenes (two bags each, ``frames`` images per bag) under ``out``.
+
+    Args:
+        out: output folder; created if missing. An existing non-empty folder needs ``overwrite``, which
+            replaces the ``scene_NNN`` folders this run writes (and nothing else).
+        progress: called as ``progress(scenes_done, scenes)`` after each scene.
+
+    Raises:
+        InputError: a count or size out of range, a negative seed, or an ``out`` that is a file, cannot be
+            created, or is a non-empty folder without ``overwrite``.
+    """
+    for name, value, low in (("--scenes", scenes, 1), ("--frames", frames, 1), ("--width", width, 8),
+                             ("--height", height, 8), ("--seed", seed, 0)):
+        if int(value) != value or value < low:
+            raise InputError(f"{name}: expected an integer >= {low}, got {value}")
+    if width > 4096 or height > 4096:
+        raise InputError(f"--width/--height: expected at most 4096 pixels, got {width} x {height}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"OUT: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"OUT: {out} exists and is not empty (pass --overwrite to replace its scene folders)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"OUT: cannot create {out}: {err.strerror}") from err
+    start = time.perf_counter()
+    for index in range(scenes):
+        if overwrite and (out / f"scene_{index:03d}").exists():
+            shutil.rmtree(out / f"scene_{index:03d}")
+        write_scene(out, seed, index, frames, width, height, depth)
+        if progress is not None:
+            progress(index + 1, scenes)
+    return Summary(scenes, 2 * scenes, 2 * scenes * frames, time.perf_counter() - start)
