@@ -63,7 +63,8 @@ def test_package_xml_and_license():
 
 
 def test_ros_wheels_are_installed_in_ci():
-    """CI must run the real-rclpy tests, not skip them: the README test command installs the wheels."""
+    """CI must run the real-rclpy, bag and training-data tests, not skip them: the README test command installs
+    the wheels and the test extra."""
     import os
 
     if not os.environ.get("CI"):
@@ -72,3 +73,6 @@ def test_ros_wheels_are_installed_in_ci():
         pytest.skip("only enforced in CI")
     import rclpy  # noqa: F401
     import sensor_msgs.msg  # noqa: F401
+    import mcap_ros2.decoder  # noqa: F401
+    import rosbags.rosbag2  # noqa: F401
+    import skimage.data  # noqa: F401
