@@ -36,7 +36,8 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "test": ["pytest>=7", "rosbags>=0.10", "rosbags-image>=0.9", "mcap-ros2-support>=0.5", "scikit-image>=0.21"],
+        "test": ["pytest>=7", "rosbags>=0.10", "rosbags-image>=0.9", "mcap-ros2-support>=0.5", "scikit-image>=0.21",
+                 "tensorboard", "tqdm"],
         "train": ["tensorboard", "tqdm", "rosbags>=0.10", "rosbags-image>=0.9", "scikit-image>=0.21"],
         "ros": ["rosbags>=0.10", "rosbags-image>=0.9"],
     },

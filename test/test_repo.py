@@ -76,3 +76,4 @@ def test_ros_wheels_are_installed_in_ci():
     import mcap_ros2.decoder  # noqa: F401
     import rosbags.rosbag2  # noqa: F401
     import skimage.data  # noqa: F401
+    import torch.utils.tensorboard  # noqa: F401

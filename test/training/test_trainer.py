@@ -180,7 +180,7 @@ def test_kill_and_resume_continues_exactly(bags, tmp_path):
     assert straight.returncode == 0, straight.stderr[-2000:]
     a, b = _losses(run_a), _losses(run_b)
     assert [a[s] for s in range(1, k + 3)] == [b[s] for s in range(1, k + 3)]  # bit-identical losses
-    assert (run_a / "config.yaml").exists() and (run_a / "tb").is_dir()
+    assert (run_a / "config.yaml").exists() and list((run_a / "tb").glob("events.out.tfevents.*"))
 
 
 def test_train_py_rejects_bad_config_with_one_line(tmp_path):
