@@ -62,20 +62,27 @@ def _intrinsics(values: Sequence[str], name: str) -> np.ndarray:
 
 # -- subcommands --------------------------------------------------------------------------------------
 def _load_network(args: argparse.Namespace) -> Any:
+    """--checkpoint, else a random-init --preset (testing), else the bundled default network."""
     from mickey_ros.model import build_model, load_checkpoint
 
     if args.checkpoint:
         return load_checkpoint(args.checkpoint, backbone_weights=args.backbone_weights)
     if args.backbone_weights:
         raise InputError("--backbone-weights: only meaningful together with --checkpoint (the official mickey.ckpt)")
-    import torch
+    if args.preset:
+        import torch
 
-    torch.manual_seed(args.seed)  # a reproducible random network, like the seeded solver
-    net = build_model(args.preset)
-    log.warning(
-        "no --checkpoint given: using a randomly initialised '%s' network, so the pose is not meaningful", args.preset
-    )
-    return net
+        torch.manual_seed(args.seed)  # a reproducible random network, like the seeded solver
+        net = build_model(args.preset)
+        log.warning(
+            "--preset without --checkpoint: using a randomly initialised '%s' network, so the pose is not meaningful",
+            args.preset,
+        )
+        return net
+    from mickey_ros.model.default import load_default_network
+
+    log.info("no --checkpoint given: using the bundled default network (tiny preset trained on synthetic scenes)")
+    return load_default_network()
 
 
 def _pose_dict(res: Any) -> dict[str, Any]:
@@ -93,6 +100,11 @@ def _pose_dict(res: Any) -> dict[str, Any]:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
+    return EXIT_OK if _run_match(args).success else EXIT_NO_POSE
+
+
+def _run_match(args: argparse.Namespace) -> Any:
+    """The ``match`` job: prints the pose, writes --json / --viz; returns the RelativePose."""
     from mickey_ros.pipeline import Relocalizer, check_network_size, resolve_device
 
     K0 = _intrinsics(args.intrinsics0, "--intrinsics0")
@@ -123,7 +135,7 @@ def cmd_match(args: argparse.Namespace) -> int:
         from mickey_ros.viz import save_visualization
 
         save_visualization(args.viz, image0, image1, res)
-    return EXIT_OK if res.success else EXIT_NO_POSE
+    return res
 
 
 def cmd_eval_mapfree(args: argparse.Namespace) -> int:
@@ -157,6 +169,32 @@ def cmd_bag(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``match`` on the bundled demo pair with the bundled default network, compared with the pair's ground truth."""
+    from mickey_ros.geometry.se3 import rotation_angle_deg
+
+    demo = Path(__file__).resolve().parent / "data" / "demo"
+    values = {}
+    for line in (demo / "intrinsics.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, *numbers = line.split()
+            values[name] = numbers[:4]
+    match_args = argparse.Namespace(
+        image0=str(demo / "im0.png"), image1=str(demo / "im1.png"), intrinsics0=values["im0.png"],
+        intrinsics1=values["im1.png"], checkpoint=None, backbone_weights=None, preset=None, resize=None,
+        device=args.device, precision="auto", seed=args.seed, viz=args.viz, json=args.json)
+    res = _run_match(match_args)
+    gt = np.eye(4)
+    gt[:3] = np.loadtxt(demo / "gt_pose.txt").reshape(3, 4)
+    print(f"ground truth t (m) = {gt[:3, 3]}   |t| = {np.linalg.norm(gt[:3, 3]):.4f} m")
+    if not res.success:
+        return EXIT_NO_POSE
+    rot = rotation_angle_deg(res.R, gt[:3, :3])
+    trans = float(np.linalg.norm(res.t - gt[:3, 3]))
+    print(f"error vs ground truth: rotation {rot:.2f} deg, translation {trans:.3f} m")
+    return EXIT_OK
+
+
 def cmd_make_interfaces(args: argparse.Namespace) -> int:
     from mickey_ros.ros.interfaces import make_interface_package
 
@@ -173,6 +211,22 @@ def _write_json(path: str, data: dict[str, Any], name: str) -> None:
 
 
 # -- parser -------------------------------------------------------------------------------------------
+def _network_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="mickey.ckpt (official) or a mickey_ros checkpoint")
+    p.add_argument("--backbone-weights", help="dinov2_vitl14_pretrain.pth, needed with the official mickey.ckpt")
+    p.add_argument("--preset", help="random-init network preset instead of the bundled default (testing only)")
+    p.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images (K rescaled)")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (backbone autocast)")
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="solver seed (same seed, same pose)")
+    p.add_argument("--viz", metavar="OUT.png", help="write a picture of matches, depth and scores")
+    p.add_argument("--json", metavar="OUT.json", help="write R, t, T_0to1 (4x4), confidence, inliers")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mickey-ros", description="MicKey metric relative pose.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -183,16 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("image1", help="query image (camera 1)")
     m.add_argument("--intrinsics0", nargs="+", required=True, metavar="V", help="FX FY CX CY of image0 (pixels)")
     m.add_argument("--intrinsics1", nargs="+", required=True, metavar="V", help="FX FY CX CY of image1 (pixels)")
-    m.add_argument("--checkpoint", help="mickey.ckpt (official) or a mickey_ros checkpoint")
-    m.add_argument("--backbone-weights", help="dinov2_vitl14_pretrain.pth, needed with the official mickey.ckpt")
-    m.add_argument("--preset", default="tiny", help="network preset without --checkpoint (random init)")
-    m.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images (K rescaled)")
-    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    m.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (backbone autocast)")
-    m.add_argument("--seed", type=int, default=0, help="solver seed (same seed, same pose)")
-    m.add_argument("--viz", metavar="OUT.png", help="write a picture of matches, depth and scores")
-    m.add_argument("--json", metavar="OUT.json", help="write R, t, T_0to1 (4x4), confidence, inliers")
-    m.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    _network_args(m)
+    _output_args(m)
     m.set_defaults(func=cmd_match)
 
     e = sub.add_parser("eval-mapfree", help="benchmark-exact Map-free metrics of a submission zip")
@@ -209,13 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("image0", "Image or CompressedImage of camera 0"), ("info0", "CameraInfo of camera 0"),
                        ("image1", "Image or CompressedImage of camera 1"), ("info1", "CameraInfo of camera 1")):
         b.add_argument(f"--{name}", required=True, metavar="TOPIC", help=what)
-    b.add_argument("--checkpoint")
-    b.add_argument("--backbone-weights")
-    b.add_argument("--preset", default="tiny")
-    b.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"))
-    b.add_argument("--device", default="auto")
-    b.add_argument("--precision", default="auto")
-    b.add_argument("--seed", type=int, default=0)
+    _network_args(b)
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    b.add_argument("--seed", type=int, default=0, help="solver seed (same seed, same pose)")
     b.add_argument("--slop", type=float, default=0.05, help="seconds between the two cameras' stamps")
     b.add_argument("--prefix", default="/mickey", help="namespace of the output topics")
     b.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
@@ -224,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress line")
     b.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     b.set_defaults(func=cmd_bag)
+
+    d = sub.add_parser("demo", help="the bundled demo pair through the bundled default network, vs ground truth")
+    _output_args(d)
+    d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("make-interfaces", help="write the ament_cmake package mickey_ros_msgs (RelativePose.msg)")
     i.add_argument("out_dir", help="folder (e.g. your colcon workspace's src/) to write mickey_ros_msgs/ into")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -64,10 +65,33 @@ def test_match_writes_json_and_viz(tmp_path, capsys, tiny_ckpt):
     assert picture is not None and picture.shape[0] > 224
 
 
-def test_match_without_checkpoint_warns_random_init(caplog):
-    code = main(["match", *_demo_args(), "--device", "cpu"])
+def test_match_with_preset_warns_random_init(caplog):
+    code = main(["match", *_demo_args(), "--device", "cpu", "--preset", "tiny"])
     assert code == 0
     assert "randomly initialised 'tiny'" in caplog.text
+
+
+def test_match_without_checkpoint_uses_the_bundled_default(caplog, capsys):
+    caplog.set_level(logging.INFO)
+    assert main(["match", *_demo_args(), "--device", "cpu"]) == 0
+    assert "using the bundled default network" in caplog.text and "randomly" not in caplog.text
+
+
+def test_demo_reports_the_error_against_ground_truth(capsys, tmp_path):
+    assert main(["demo", "--device", "cpu", "--json", str(tmp_path / "p.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "ground truth t (m)" in printed and "error vs ground truth: rotation" in printed
+    assert json.loads((tmp_path / "p.json").read_text())["success"] is True
+
+
+def test_missing_default_weights_is_one_line(monkeypatch, tmp_path, capsys):
+    import mickey_ros.model.default as default
+
+    monkeypatch.setattr(default, "DEFAULT_WEIGHTS", tmp_path / "absent.pt")
+    assert main(["match", *_demo_args(), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mickey-ros: error: default network: {tmp_path / 'absent.pt'} is missing; reinstall mickey_ros "
+                   "or pass --checkpoint"]
 
 
 def _small_png(tmp_path: Path) -> Path:

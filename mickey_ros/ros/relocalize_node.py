@@ -29,9 +29,10 @@ from mickey_ros.ros.convert import Undistorter, camera_info_to_model, check_imag
 from mickey_ros.ros.sync import PairSynchronizer, SyncedPair
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
-    "checkpoint": ("", "mickey_ros or official checkpoint; empty = random-init preset (testing only)"),
+    "checkpoint": ("", "mickey_ros or official checkpoint; empty = the bundled default network; "
+                       "'random' = a random-init preset (testing only)"),
     "backbone_weights": ("", "dinov2_vitl14_pretrain.pth for the official mickey.ckpt"),
-    "preset": ("tiny", "network preset used without a checkpoint"),
+    "preset": ("tiny", "network preset used with checkpoint 'random'"),
     "device": ("auto", "auto, cpu, cuda, cuda:N"),
     "precision": ("auto", "auto, fp32, bf16, fp16 (backbone autocast)"),
     "seed": (0, "solver seed"),
@@ -46,6 +47,17 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "publish_clouds": (True, "publish the keypoint clouds"),
 }
 RANGES = {"slop": (0.0, 10.0), "max_age": (0.0, 3600.0)}
+
+
+def _load_network(p: dict[str, Any]) -> Any:
+    from mickey_ros.model import build_model, load_checkpoint
+    from mickey_ros.model.default import load_default_network
+
+    if p["checkpoint"] == "random":
+        return build_model(p["preset"])
+    if p["checkpoint"]:
+        return load_checkpoint(p["checkpoint"], backbone_weights=p["backbone_weights"] or None)
+    return load_default_network()
 
 
 class RelocalizeNode(Node):
@@ -65,10 +77,7 @@ class RelocalizeNode(Node):
         from mickey_ros.pipeline import Relocalizer
 
         if net is None:
-            from mickey_ros.model import build_model, load_checkpoint
-
-            net = (load_checkpoint(p["checkpoint"], backbone_weights=p["backbone_weights"] or None)
-                   if p["checkpoint"] else build_model(p["preset"]))
+            net = _load_network(p)
         self.reloc = Relocalizer(net, device=p["device"], seed=p["seed"], precision=p["precision"])
         self.types = builders.MessageTypes.from_rclpy()
         self.sync = PairSynchronizer(slop=p["slop"])

@@ -36,7 +36,8 @@ def bags(tmp_path_factory):
 def _overrides(bags, run_dir, *extra):
     return [f"data.train=[{bags / 'train'}]", "data.num_workers=0", "data.max_baseline_m=3.0",
             "data.max_angle_deg=60.0", "train.batch_size=2", f"train.run_dir={run_dir}", "train.progress=false",
-            "train.checkpoint_every=0", "train.val_every=0", "train.device=cpu", *extra]
+            "train.checkpoint_every=0", "train.val_every=0", "train.device=cpu", "train.log_every=1",
+            "train.image_every=2", *extra]
 
 
 def _run(args, **kw):

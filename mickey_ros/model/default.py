@@ -1,0 +1,28 @@
+"""The bundled default network: the ``tiny`` preset trained on the project's synthetic scenes.
+
+``mickey_ros/data/default_tiny.pt`` is a self-describing checkpoint written by ``scripts/export_default_model.py``
+from a ``training/train.py`` run (recipe: ``training/configs/default_tiny.yaml``), weights stored in float16 and
+loaded into a float32 network. It makes the package work out of the box (``mickey-ros demo``, ``match`` without
+``--checkpoint``); for real scenes use the official weights or your own training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mickey_ros.errors import MissingWeightsError
+from mickey_ros.model.checkpoint import load_checkpoint
+from mickey_ros.model.mickey import MicKey
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "default_tiny.pt"
+
+
+def load_default_network() -> MicKey:
+    """The bundled default network in eval mode.
+
+    Raises:
+        MissingWeightsError: the file is not installed (e.g. a checkout without it).
+    """
+    if not DEFAULT_WEIGHTS.exists():
+        raise MissingWeightsError(f"default network: {DEFAULT_WEIGHTS} is missing; reinstall mickey_ros or pass "
+                                  "--checkpoint")
+    return load_checkpoint(DEFAULT_WEIGHTS)
