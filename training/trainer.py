@@ -237,8 +237,7 @@ class Trainer:
         save_checkpoint(self.net, path, optimizer=self.opt.state_dict(), training_config=self.cfg, step=self.step,
                         epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, best_auc=self.best_auc,
                         skipped_steps=self.skipped_steps,
-                        rng={"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                             "numpy": np.random.get_state()[1].tolist()})
+                        rng=_rng_state())
         return path
 
     def resume(self, path: str | Path) -> None:
@@ -254,7 +253,7 @@ class Trainer:
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.best_auc = int(state["batch_in_epoch"]), float(state["best_auc"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        torch.set_rng_state(state["rng"]["torch"])
+        _set_rng_state(state["rng"])
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
@@ -346,11 +345,29 @@ class Trainer:
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"val/{k}", v, self.step)
-        auc = metrics.get("AUC_VCRE", -math.inf)
+        from mickey_ros.mapfree import KEY_AUC_VCRE
+
+        auc = metrics[KEY_AUC_VCRE]
         if auc > self.best_auc:
             self.best_auc = auc
             self.save("best.ckpt")
         return metrics
+
+
+def _rng_state() -> dict[str, Any]:
+    """torch, Python and numpy global RNG states as plain containers (loadable with ``weights_only``)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
+            "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def _tensorboard(run_dir: Path) -> Any:

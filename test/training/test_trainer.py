@@ -197,7 +197,12 @@ def test_train_py_rejects_bad_config_with_one_line(tmp_path):
 @pytest.mark.slow
 def test_evaluate_writes_a_submission_and_benchmark_metrics(bags, tmp_path):
     run = tmp_path / "run"
-    assert _run(["training/train.py", *_overrides(bags, run, "train.max_steps=1")]).returncode == 0
+    proc = _run(["training/train.py", *_overrides(bags, run, "train.max_steps=2", f"data.val=[{bags / 'val'}]",
+                                                  "train.val_every=1", "train.val_max_pairs=3")])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    vals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    assert [v["step"] for v in vals] == [1, 2] and "AUC @ VCRE < 90px" in vals[0]["val"]
+    assert (run / "checkpoints" / "best.ckpt").exists()  # best by validation VCRE AUC
     out = tmp_path / "eval"
     proc = _run(["training/evaluate.py", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--data",
                  str(bags / "val"), "--out", str(out), "--device", "cpu"])
@@ -211,3 +216,31 @@ def test_evaluate_writes_a_submission_and_benchmark_metrics(bags, tmp_path):
     assert lines and all(len(line.split()) == 9 for line in lines)
     bad = _run(["training/evaluate.py", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(bags)])
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_checkpoint_holds_everything_and_restores_rng(tmp_path):
+    import random
+
+    import numpy as np
+
+    cfg = config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.device=cpu", "train.curriculum=false"])
+    trainer = Trainer(cfg)
+    trainer.train_step(_demo_batch([0]), [0])
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    path = trainer.save("x.ckpt")
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    state = torch.load(path, weights_only=True)  # safe to load: plain containers and tensors only
+    assert {"state_dict", "optimizer", "training_config", "step", "epoch", "batch_in_epoch", "rng"} <= set(state)
+    assert state["step"] == 1 and state["training_config"] == cfg
+    other = Trainer(cfg)
+    other.resume(path)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    assert other.step == 1 and all(torch.equal(a, b) for a, b in zip(other.net.state_dict().values(),
+                                                                       trainer.net.state_dict().values()))
+    from mickey_ros.model import load_checkpoint
+
+    assert load_checkpoint(path).preset == "tiny"  # training checkpoints load wherever a checkpoint is accepted
+    with pytest.raises(Exception, match="not a training checkpoint"):
+        from mickey_ros.model import save_checkpoint
+
+        other.resume(save_checkpoint(trainer.net, tmp_path / "plain.ckpt"))
