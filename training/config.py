@@ -47,6 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "within_recording": True,
         "across_recordings": True,
         "max_pairs_per_place": None,
+        "pairs_per_scene": 0,  # per epoch, drawn with replacement per scene/place (official: 100); 0 = all pairs once
         "resize": None,  # [W, H] or None (crop to multiples of 14 only)
         "num_workers": 2,
         "cache_dir": "",  # bag index cache; empty = <run_dir>/index_cache

@@ -75,14 +75,25 @@ def build_dataset(cfg: dict, split: str, run_dir: Path) -> Dataset | None:
     return BagPairDataset(index, pairs, resize=d["resize"])
 
 
-def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
-    """This rank's batches of epoch ``epoch``: a seeded permutation, split into global batches of
-    ``batch_size * world`` (the incomplete last one dropped), each cut into ``world`` consecutive shards."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(num_items, generator=g).tolist()
+def epoch_order(dataset: Dataset, cfg: dict, epoch: int) -> list[int]:
+    """Pair indices of one epoch: a seeded permutation of all pairs, or, with ``data.pairs_per_scene = n``,
+    ``n`` pairs drawn per scene with replacement and shuffled (the official scene-balanced sampler)."""
+    seed, per_scene = cfg["train"]["seed"], cfg["data"]["pairs_per_scene"]
+    if per_scene:
+        from training.data.datasets import SceneBalancedSampler
+
+        sampler = SceneBalancedSampler(dataset, per_scene, seed)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+    return torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
+def epoch_batches(order: list[int], batch_size: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's batches: ``order`` cut into global batches of ``batch_size * world`` (the incomplete last one
+    dropped), each split into ``world`` consecutive shards."""
     per_step = batch_size * world
     return [order[s + rank * batch_size: s + (rank + 1) * batch_size]
-            for s in range(0, num_items - per_step + 1, per_step)]
+            for s in range(0, len(order) - per_step + 1, per_step)]
 
 
 def pair_generator(seed: int, step: int, global_index: int) -> torch.Generator:
@@ -267,7 +278,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_mod.save(self.cfg, self.run_dir / "config.yaml")
             self.writer = _tensorboard(self.run_dir)
-        batches_per_epoch = len(train_ds) // (t["batch_size"] * self.world)
+        batches_per_epoch = len(epoch_order(train_ds, self.cfg, 0)) // (t["batch_size"] * self.world)
         if batches_per_epoch == 0:
             raise DatasetError(f"train: {len(train_ds)} pairs are fewer than one global batch "
                                f"({t['batch_size']} x {self.world} processes)")
@@ -276,7 +287,8 @@ class Trainer:
                         self.step)
         try:
             while self.epoch < t["epochs"] and not self._done():
-                batches = epoch_batches(len(train_ds), t["batch_size"], t["seed"], self.epoch, self.rank, self.world)
+                order = epoch_order(train_ds, self.cfg, self.epoch)
+                batches = epoch_batches(order, t["batch_size"], self.rank, self.world)
                 start = self.batch_in_epoch
                 for batch_idx, batch in enumerate(self._loader(train_ds, batches[start:]), start):
                     first = batch_idx * t["batch_size"] * self.world + self.rank * t["batch_size"]

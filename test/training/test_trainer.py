@@ -18,7 +18,7 @@ pytest.importorskip("skimage.data")
 
 from conftest import REPO  # noqa: E402
 from training import config as config_mod  # noqa: E402
-from training.trainer import FeatureCache, Trainer, build_network, epoch_batches  # noqa: E402
+from training.trainer import FeatureCache, Trainer, build_network, epoch_batches, epoch_order  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
@@ -76,11 +76,26 @@ def test_shipped_configs_resolve():
 
 # -- data order ---------------------------------------------------------------------------------------------
 def test_epoch_batches_shard_one_global_order():
-    single = epoch_batches(23, 4, seed=5, epoch=2, rank=0, world=1)
-    shards = [epoch_batches(23, 2, seed=5, epoch=2, rank=r, world=2) for r in (0, 1)]
+    order = torch.randperm(23, generator=torch.Generator().manual_seed(0)).tolist()
+    single = epoch_batches(order, 4, rank=0, world=1)
+    shards = [epoch_batches(order, 2, rank=r, world=2) for r in (0, 1)]
     assert len(single) == 5 and all(len(b) == 4 for b in single)  # 23 // 4, incomplete batch dropped
     assert [a + b for a, b in zip(*shards)] == single  # the same global batches, split by rank
-    assert epoch_batches(23, 4, 5, 2, 0, 1) == single and epoch_batches(23, 4, 5, 3, 0, 1) != single
+
+
+def test_epoch_order_is_seeded_per_epoch_and_can_balance_scenes():
+    class Pairs:
+        scene_ids = ["a"] * 10 + ["b"] * 2
+
+        def __len__(self):
+            return 12
+
+    cfg = config_mod.resolve(None, ["train.seed=5"])
+    first = epoch_order(Pairs(), cfg, 0)
+    assert sorted(first) == list(range(12)) and first == epoch_order(Pairs(), cfg, 0) != epoch_order(Pairs(), cfg, 1)
+    cfg["data"]["pairs_per_scene"] = 6
+    balanced = epoch_order(Pairs(), cfg, 0)
+    assert len(balanced) == 12 and sum(i >= 10 for i in balanced) == 6  # scene b drawn as often as scene a
 
 
 # -- DDP ----------------------------------------------------------------------------------------------------
@@ -244,3 +259,50 @@ def test_checkpoint_holds_everything_and_restores_rng(tmp_path):
         from mickey_ros.model import save_checkpoint
 
         other.resume(save_checkpoint(trainer.net, tmp_path / "plain.ckpt"))
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_mapfree_tree_matches_the_benchmark_scoring(tmp_path):
+    """The demo pair as a Map-free val scene: evaluate.py's own scoring equals the benchmark's on its zip."""
+    import shutil
+
+    import numpy as np
+
+    from mickey_ros.geometry.se3 import matrix_to_quat_wxyz
+    from mickey_ros.mapfree import evaluate_submission
+
+    demo = REPO / "mickey_ros" / "data" / "demo"
+    scene = tmp_path / "mapfree" / "val" / "s00000"
+    (scene / "seq0").mkdir(parents=True)
+    (scene / "seq1").mkdir()
+    shutil.copy(demo / "im0.png", scene / "seq0" / "frame_00000.jpg")  # PNG bytes: read by content, lossless
+    T = np.eye(4)
+    T[:3] = np.loadtxt(demo / "gt_pose.txt").reshape(3, 4)
+    q, t = matrix_to_quat_wxyz(T[:3, :3]), T[:3, 3]
+    poses, intr = ["seq0/frame_00000.jpg 1 0 0 0 0 0 0"], ["seq0/frame_00000.jpg 220 220 146.5 111.5 294 224"]
+    for i in range(6):  # evaluated: lines 0 and 5
+        name = f"seq1/frame_{i:05d}.jpg"
+        shutil.copy(demo / "im1.png", scene / name)
+        poses.append(name + " " + " ".join(f"{v:.9f}" for v in (*q, *t)))
+        intr.append(f"{name} 220 220 146.5 111.5 294 224")
+    (scene / "poses.txt").write_text("\n".join(poses) + "\n")
+    (scene / "intrinsics.txt").write_text("\n".join(intr) + "\n")
+    from mickey_ros.model import save_checkpoint
+    from mickey_ros.model.default import load_default_network
+
+    ckpt = save_checkpoint(load_default_network(), tmp_path / "net.ckpt")
+    out = tmp_path / "eval"
+    proc = _run(["training/evaluate.py", "--checkpoint", str(ckpt), "--kind", "mapfree", "--data",
+                 str(tmp_path / "mapfree"), "--out", str(out), "--device", "cpu"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == evaluate_submission(out / "submission.zip", tmp_path / "mapfree", "val")
+    with zipfile.ZipFile(out / "submission.zip") as zf:
+        lines = zf.read("pose_s00000.txt").decode().splitlines()
+    assert [line.split()[0] for line in lines] == ["seq1/frame_00000.jpg", "seq1/frame_00005.jpg"]
+    limited = _run(["training/evaluate.py", "--checkpoint", str(ckpt), "--kind", "mapfree", "--data",
+                    str(tmp_path / "mapfree"), "--out", str(tmp_path / "own"), "--device", "cpu", "--max-pairs", "2"])
+    own = json.loads((tmp_path / "own" / "metrics.json").read_text())  # our scoring of the same two pairs
+    assert limited.returncode == 0 and own.keys() == metrics.keys()
+    for key in metrics:
+        assert own[key] == pytest.approx(metrics[key], rel=1e-5, abs=1e-6), key
