@@ -127,15 +127,25 @@ def build_network(cfg: dict) -> MicKey:
 
 
 class StepModule(nn.Module):
-    """What DDP wraps: images (or cached backbone features) of both views -> outputs and ``P``."""
+    """What DDP wraps: images (or cached backbone features) of both views -> outputs and ``P``.
 
-    def __init__(self, net: MicKey) -> None:
+    ``autocast_dtype`` (bf16 on CUDA) applies to the backbone only; the heads, the matcher and the loss run in
+    float32 / float64, so metric depth and keypoints keep their precision (as the Relocalizer does).
+    """
+
+    def __init__(self, net: MicKey, autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.net = net
+        self.autocast_dtype = autocast_dtype
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            return self.net.backbone_features(x)
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor, features: bool = False) -> tuple[Any, Any, torch.Tensor]:
-        run = self.net.forward_heads if features else self.net
-        out0, out1 = run(x0), run(x1)
+        f0, f1 = (x0, x1) if features else (self._features(x0), self._features(x1))
+        out0, out1 = self.net.forward_heads(f0.float()), self.net.forward_heads(f1.float())
         return out0, out1, self.net.match(out0, out1)
 
 
@@ -188,7 +198,7 @@ class Trainer:
         self.cache = FeatureCache(self.net) if cfg["model"]["cache_features"] else None
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=cfg["optim"]["lr"], eps=cfg["optim"]["eps"])
-        step_module = StepModule(self.net)
+        step_module = StepModule(self.net, self.autocast_dtype)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -215,9 +225,7 @@ class Trainer:
         if features:
             names0, names1 = batch["pair_names"]
             im0, im1 = self.cache(im0, list(names0)), self.cache(im1, list(names1))
-        with torch.autocast(dev.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            out0, out1, P = self.step_module(im0, im1, features)
+        out0, out1, P = self.step_module(im0, im1, features)
         gens = [pair_generator(self.cfg["train"]["seed"], self.step, i) for i in global_indices]
         lo = mickey_loss(P.float(), out0.kpts, out1.kpts, out0.depth, out1.depth, batch["K_color0"].to(dev),
                          batch["K_color1"].to(dev), batch["Kori_color0"].to(dev), batch["Kori_color1"].to(dev),

@@ -306,3 +306,23 @@ def test_evaluate_on_a_mapfree_tree_matches_the_benchmark_scoring(tmp_path):
     assert limited.returncode == 0 and own.keys() == metrics.keys()
     for key in metrics:
         assert own[key] == pytest.approx(metrics[key], rel=1e-5, abs=1e-6), key
+
+
+def test_bf16_autocast_step_keeps_the_loss_geometry_in_float64(tmp_path):
+    """The GPU recipe's bf16 autocast, run on the CPU: backbone in bf16, heads float32, loss float64, step finite."""
+    cfg = config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.device=cpu", "train.precision=bf16",
+                                    "train.curriculum=false"])
+    trainer = Trainer(cfg)
+    assert trainer.autocast_dtype == torch.bfloat16
+    scalars = trainer.train_step(_demo_batch([0]), [0])
+    _, out0, _, P, lo = trainer._last_outputs
+    assert out0.depth.dtype == out0.kpts.dtype == P.dtype == torch.float32  # metric outputs keep their precision
+    fp32 = Trainer(config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.device=cpu"]))
+    with torch.no_grad():
+        feats = fp32.step_module._features(_demo_batch([0])["image0"])
+        feats_bf16 = trainer.step_module._features(_demo_batch([0])["image0"])
+    assert not torch.equal(feats, feats_bf16)  # the backbone really ran under bf16 autocast
+    assert lo.loss.dtype == torch.float64 and scalars["skipped_steps"] == 0
+    assert all(torch.isfinite(p.grad).all() for p in trainer.params if p.grad is not None)
+    with pytest.raises(Exception, match="train.precision: expected auto, fp32 or bf16, got 'fp8'"):
+        Trainer(config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.precision=fp8"]))
