@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from mickey_ros.errors import MickeyError
 from mickey_ros.geometry.se3 import invert_T, make_T, quat_wxyz_to_matrix
 from mickey_ros.ros import builders
 from mickey_ros.ros.alignment import AlignmentConfig, AlignmentWindow, PoseBuffer, other_tf_parent
+from mickey_ros.ros.node_common import declare_parameters, relative_pose_class
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "map_a_frame": ("map_a", "map frame of robot A (camera 0 of the relocalize node)"),
@@ -62,14 +62,7 @@ def _pose_to_T(pose: Any) -> np.ndarray:
 class MapAlignmentNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("mickey_map_alignment", **kwargs)
-        for name, (default, text) in PARAMETERS.items():
-            desc = ParameterDescriptor(description=text)
-            if name in RANGES:
-                desc.floating_point_range = [FloatingPointRange(from_value=RANGES[name][0], to_value=RANGES[name][1])]
-            if name in INT_RANGES:
-                desc.integer_range = [IntegerRange(from_value=INT_RANGES[name][0], to_value=INT_RANGES[name][1])]
-            self.declare_parameter(name, default, desc)
-        p = self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = self.params = declare_parameters(self, PARAMETERS, RANGES, INT_RANGES)
         config = AlignmentConfig(min_confidence=p["min_confidence"], rotation_scale_deg=p["rotation_scale_deg"],
                                  translation_scale_m=p["translation_scale_m"], outlier_factor=p["outlier_factor"],
                                  min_inliers=p["min_inliers"])
@@ -85,7 +78,7 @@ class MapAlignmentNode(Node):
 
         self.create_subscription(PoseStamped, "camera_pose_a", lambda m: self._on_camera_pose("a", m), 50)
         self.create_subscription(PoseStamped, "camera_pose_b", lambda m: self._on_camera_pose("b", m), 50)
-        full = self._relative_pose_class()
+        full = relative_pose_class()
         if full is not None:
             self.create_subscription(full, "relative_pose_full", self._on_relative_pose_full, 10)
         else:
@@ -96,13 +89,6 @@ class MapAlignmentNode(Node):
         self.tf = self._tf_outputs() if p["publish_tf"] else None
 
     # -- optional parts --------------------------------------------------------------------------------------
-    def _relative_pose_class(self) -> Any:
-        try:
-            from mickey_ros_msgs.msg import RelativePose
-        except ImportError:
-            return None
-        return RelativePose
-
     def _tf_outputs(self) -> Any:
         try:
             from tf2_ros import Buffer, StaticTransformBroadcaster, TransformListener

@@ -21,11 +21,11 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from mickey_ros.errors import MickeyError
 from mickey_ros.ros import builders
 from mickey_ros.ros.convert import Undistorter, camera_info_to_model, check_image_matches_info, message_to_rgb
+from mickey_ros.ros.node_common import declare_parameters, relative_pose_class
 from mickey_ros.ros.sync import PairSynchronizer, SyncedPair
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -65,14 +65,7 @@ class RelocalizeNode(Node):
 
     def __init__(self, net: Any = None, **kwargs: Any) -> None:
         super().__init__("mickey_relocalizer", **kwargs)
-        for name, (default, text) in PARAMETERS.items():
-            desc = ParameterDescriptor(description=text)
-            if name in RANGES:
-                desc.floating_point_range = [FloatingPointRange(from_value=RANGES[name][0], to_value=RANGES[name][1])]
-            if name == "seed":
-                desc.integer_range = [IntegerRange(from_value=0, to_value=2**31 - 1)]
-            self.declare_parameter(name, default, desc)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS, RANGES, {"seed": (0, 2**31 - 1)})
         self.params = p
         from mickey_ros.pipeline import Relocalizer
 
@@ -122,13 +115,11 @@ class RelocalizeNode(Node):
         return TransformBroadcaster(self)
 
     def _relative_pose_class(self) -> Any:
-        try:
-            from mickey_ros_msgs.msg import RelativePose
-        except ImportError:
+        cls = relative_pose_class()
+        if cls is None:
             self.get_logger().info("mickey_ros_msgs is not built: ~/relative_pose_full (RelativePose) is not published "
                                    "(build it with `mickey-ros make-interfaces DIR` and colcon)")
-            return None
-        return RelativePose
+        return cls
 
     def _diagnostics_publisher(self) -> Any:
         try:

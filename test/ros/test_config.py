@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-pytest.importorskip("rclpy")
+rclpy = pytest.importorskip("rclpy")
 
 from mickey_ros.ros import map_alignment_node, relocalize_node  # noqa: E402
 
@@ -35,3 +35,26 @@ def test_node_names_in_configs_are_the_nodes_names(ros):
         assert node.get_name() == "mickey_map_alignment"
     finally:
         node.destroy_node()
+
+
+def test_declared_parameters_carry_descriptions_and_ranges(ros, tiny_net):
+    from rclpy.parameter import Parameter
+
+    nodes = [relocalize_node.RelocalizeNode(net=tiny_net, context=ros,
+                                            parameter_overrides=[Parameter("device", value="cpu")]),
+             map_alignment_node.MapAlignmentNode(context=ros)]
+    try:
+        reloc, align = nodes
+        slop = reloc.describe_parameter("slop")
+        assert slop.description and (slop.floating_point_range[0].from_value, slop.floating_point_range[0].to_value) \
+            == relocalize_node.RANGES["slop"]
+        assert reloc.describe_parameter("seed").integer_range[0].to_value == 2**31 - 1
+        window = align.describe_parameter("window")
+        assert (window.integer_range[0].from_value, window.integer_range[0].to_value) == \
+            map_alignment_node.INT_RANGES["window"]
+        assert all(align.describe_parameter(n).description for n in map_alignment_node.PARAMETERS)
+        result = align.set_parameters([rclpy.parameter.Parameter("min_confidence", value=2.0)])[0]
+        assert not result.successful  # outside [0, 1]: rejected by the declared range
+    finally:
+        for node in nodes:
+            node.destroy_node()
