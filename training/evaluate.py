@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mickey_ros.errors import MickeyError  # noqa: E402
-from mickey_ros.geometry.metrics import pose_errors, rotation_error_quat, vcre  # noqa: E402,F401
+from mickey_ros.geometry.metrics import pose_errors, vcre  # noqa: E402
 from mickey_ros.mapfree import aggregate_results, write_submission  # noqa: E402
 
 

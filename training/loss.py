@@ -247,7 +247,7 @@ def curriculum_mask(pair_loss: torch.Tensor, valid: torch.Tensor, topk_percent: 
 def mickey_loss(P: torch.Tensor, kpts0: torch.Tensor, kpts1: torch.Tensor, depth0: torch.Tensor,
                 depth1: torch.Tensor, K0: torch.Tensor, K1: torch.Tensor, Kori0: torch.Tensor, Kori1: torch.Tensor,
                 T_0to1: torch.Tensor, config: LossConfig = LossConfig(), topk_percent: float | None = None,
-                generator: torch.Generator | None = None) -> LossOutput:
+                generator: torch.Generator | Sequence[torch.Generator] | None = None) -> LossOutput:
     """The MicKey training loss of a batch.
 
     Args:

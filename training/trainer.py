@@ -209,6 +209,7 @@ class Trainer:
         self.best_auc = -math.inf
         self.skipped_steps = 0
         self.stop_signal: int | None = None
+        self._last_outputs: tuple | None = None
         self.writer = None
         self.metrics_file = self.run_dir / "metrics.jsonl"
 
@@ -242,7 +243,9 @@ class Trainer:
             log.warning("step %d: NaN/Inf gradients; optimiser step skipped (%d so far)", self.step,
                         self.skipped_steps)
         self.step += 1
-        self._last_outputs = (batch, out0, out1, P, lo)
+        every = self.cfg["train"]["image_every"]
+        # kept only for the TensorBoard picture of this step (P alone is B x N0 x N1 floats)
+        self._last_outputs = (batch, out0, out1, P.detach(), lo) if every and self.step % every == 0 else None
         kept = lo.kept
         return {"loss": float(lo.loss), "grad_norm": grad_norm, "kept_pairs": int(kept.sum()),
                 "invalid_pairs": len(lo.invalid), "skipped_steps": self.skipped_steps,
@@ -346,7 +349,7 @@ class Trainer:
         if self.writer is not None and self.step % t["log_every"] == 0:
             for k, v in scalars.items():
                 self.writer.add_scalar(f"train/{k}", v, self.step)
-        if self.writer is not None and t["image_every"] and self.step % t["image_every"] == 0:
+        if self.writer is not None and self._last_outputs is not None:
             self.writer.add_image("train/matches", _match_image(*self._last_outputs), self.step, dataformats="HWC")
 
     def _validate(self, val_ds: Dataset) -> dict[str, float] | None:

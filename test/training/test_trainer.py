@@ -311,7 +311,7 @@ def test_evaluate_on_a_mapfree_tree_matches_the_benchmark_scoring(tmp_path):
 def test_bf16_autocast_step_keeps_the_loss_geometry_in_float64(tmp_path):
     """The GPU recipe's bf16 autocast, run on the CPU: backbone in bf16, heads float32, loss float64, step finite."""
     cfg = config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.device=cpu", "train.precision=bf16",
-                                    "train.curriculum=false"])
+                                    "train.curriculum=false", "train.image_every=1"])
     trainer = Trainer(cfg)
     assert trainer.autocast_dtype == torch.bfloat16
     scalars = trainer.train_step(_demo_batch([0]), [0])
