@@ -19,14 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 
 from mickey_ros.errors import MickeyError
 from mickey_ros.geometry.se3 import invert_T, make_T, quat_wxyz_to_matrix
 from mickey_ros.ros import builders
 from mickey_ros.ros.alignment import AlignmentConfig, AlignmentWindow, PoseBuffer, other_tf_parent
-from mickey_ros.ros.node_common import declare_parameters, relative_pose_class
+from mickey_ros.ros.node_common import declare_parameters, relative_pose_class, run_node
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "map_a_frame": ("map_a", "map frame of robot A (camera 0 of the relocalize node)"),
@@ -72,6 +71,7 @@ class MapAlignmentNode(Node):
         self.types = builders.MessageTypes.from_rclpy()
         self.stats = {"measurements": 0, "used": 0, "rejected": 0, "fusions_ok": 0, "last_inliers": 0}
         self._warned: set[str] = set()
+        self._warned_kinds: set[str] = set()
         self.latest = None  # the last successful Alignment
 
         from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
@@ -167,22 +167,12 @@ class MapAlignmentNode(Node):
 
     def _warn_once(self, text: str) -> None:
         """One warning per kind of problem (the text up to its first parenthesis), not one per message."""
-        key = text.split("(")[0]
-        if key not in {w.split("(")[0] for w in self._warned}:
+        kind = text.split("(")[0]
+        if kind not in self._warned_kinds:
+            self._warned_kinds.add(kind)
             self._warned.add(text)
             self.get_logger().warning(text)
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = MapAlignmentNode()
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(MapAlignmentNode, "map_alignment_node", args)

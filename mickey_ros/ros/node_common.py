@@ -32,3 +32,28 @@ def relative_pose_class() -> Any:
     except ImportError:
         return None
     return RelativePose
+
+
+def run_node(factory: Any, name: str, args: list[str] | None = None) -> None:
+    """Console-script body: init rclpy, build the node with ``factory()``, spin until Ctrl-C, shut down cleanly.
+
+    A bad configuration (:class:`~mickey_ros.errors.MickeyError` while building) prints one line, no traceback.
+    """
+    import rclpy
+
+    from mickey_ros.errors import MickeyError
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    except MickeyError as err:
+        print(f"{name}: error: {err}")
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

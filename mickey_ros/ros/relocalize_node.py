@@ -18,14 +18,13 @@ import time
 from typing import Any
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from mickey_ros.errors import MickeyError
 from mickey_ros.ros import builders
 from mickey_ros.ros.convert import Undistorter, camera_info_to_model, check_image_matches_info, message_to_rgb
-from mickey_ros.ros.node_common import declare_parameters, relative_pose_class
+from mickey_ros.ros.node_common import declare_parameters, relative_pose_class, run_node
 from mickey_ros.ros.sync import PairSynchronizer, SyncedPair
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -240,17 +239,4 @@ class RelocalizeNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RelocalizeNode()
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    except MickeyError as err:
-        print(f"relocalize_node: error: {err}")
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(RelocalizeNode, "relocalize_node", args)

@@ -58,3 +58,18 @@ def test_declared_parameters_carry_descriptions_and_ranges(ros, tiny_net):
     finally:
         for node in nodes:
             node.destroy_node()
+
+
+def test_node_with_a_bad_checkpoint_exits_with_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    missing = tmp_path / "absent.ckpt"
+    code = ("from mickey_ros.ros.relocalize_node import main; "
+            f"main(['relocalize_node', '--ros-args', '-p', 'checkpoint:={missing}', '-p', 'device:=cpu'])")
+    env = {**os.environ, "ROS_DOMAIN_ID": "177", "ROS_LOCALHOST_ONLY": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("relocalize_node: error: ") and str(missing) in lines[0], proc
+    assert "Traceback" not in proc.stderr
