@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from mickey_ros.errors import InputError
+from training.aux_loss import AuxConfig
 from training.loss import LossConfig
 
 
@@ -49,11 +50,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_pairs_per_place": None,
         "pairs_per_scene": 0,  # per epoch, drawn with replacement per scene/place (official: 100); 0 = all pairs once
         "resize": None,  # [W, H] or None (crop to multiples of 14 only)
+        "min_overlap": 0.0,  # mapfree: train pairs with overlaps.npz score strictly inside (min, max) (official
+        "max_overlap": 1.0,  # curriculum: (0, 1); overlap_score / mickey_sc: (0.4, 0.8)); bags: no overlap score
         "num_workers": 2,
         "cache_dir": "",  # bag index cache; empty = <run_dir>/index_cache
     },
     "optim": {"lr": 1e-4, "eps": 1e-6, "grad_clip": 5.0},
     "loss": {f.name: f.default for f in dataclasses.fields(LossConfig)},
+    "aux": {f.name: f.default for f in dataclasses.fields(AuxConfig)},  # pose-only auxiliary terms (off)
     "train": {
         "run_dir": "runs/mickey",
         "seed": 0,
@@ -66,11 +70,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "topk_max": 80.0,
         "checkpoint_every": 500,  # steps
         "val_every": 1000,  # steps (and at every epoch end); 0 = epoch ends only
+        "val_per_epoch": 1,  # validations per epoch, evenly spaced, the last at the epoch end (official: 2)
         "val_max_pairs": 200,
         "log_every": 10,
         "image_every": 500,  # steps between TensorBoard match images (0 = never)
         "device": "auto",  # auto | cpu | cuda | cuda:N (DDP: the local rank's GPU)
-        "precision": "auto",  # auto (bf16 autocast on CUDA) | fp32 | bf16
+        "precision": "auto",  # auto (bf16 autocast on CUDA) | fp32 | bf16 | fp16 (official; with a GradScaler)
         "progress": True,
     },
 }
@@ -156,6 +161,10 @@ def resolve(config_file: str | Path | None = None, overrides: Sequence[str] = ()
 
 def loss_config(config: dict) -> LossConfig:
     return LossConfig(**config["loss"])
+
+
+def aux_config(config: dict) -> AuxConfig:
+    return AuxConfig(**config["aux"])
 
 
 def save(config: dict, path: str | Path) -> Path:

@@ -7,6 +7,9 @@
 the submission zip is scored by :func:`mickey_ros.mapfree.evaluate_submission` (the benchmark's own rules).
 ``--kind bags``: ``DIR`` holds rosbag2 recordings (as for training); each pair's camera 0 plays the Map-free
 reference, so the same rules apply (``pose_<place>.txt`` per place, VCRE with the query's K and image size).
+Beside the benchmark's keys, ``metrics.json`` holds the pose summary of :mod:`mickey_ros.geometry.pose_eval`
+(camera-centre, rotation and translation-direction errors, scale ratio, pose / VCRE precisions) and, under
+``identity``, the same numbers for the no-motion pose on the same pairs.
 Writes ``OUT/submission.zip`` and ``OUT/metrics.json``; exit 2 with one line on bad input.
 """
 from __future__ import annotations
@@ -25,18 +28,21 @@ import torch  # noqa: E402
 
 from mickey_ros.errors import MickeyError  # noqa: E402
 from mickey_ros.geometry.metrics import pose_errors, vcre  # noqa: E402
+from mickey_ros.geometry.pose_eval import KEYS as SUMMARY_KEYS, summarize_poses  # noqa: E402
 from mickey_ros.mapfree import aggregate_results, write_submission  # noqa: E402
 
 
 def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,
-                     ) -> tuple[dict[str, float], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
+                     ) -> tuple[dict[str, Any], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
     """Run the Relocalizer on the dataset's pairs (the first ``max_pairs``) and score them as Map-free does.
 
     Camera 0 is the reference (identity pose), so a pair's ground truth ``T_0to1`` is the query's
     world-to-camera pose; VCRE uses the query's network-input K and image size.
 
     Returns:
-        ``(metrics, estimates)``: the benchmark's metric dict, and per scene the submission rows
+        ``(metrics, estimates)``: the benchmark's metric dict plus the pose summary of
+        :func:`mickey_ros.geometry.pose_eval.summarize_poses` (its keys, and ``identity``: the same numbers for
+        the no-motion pose) over the pairs with a finite ground truth; and per scene the submission rows
         ``(query name, R, t, confidence)`` of the pairs with a pose.
     """
     from mickey_ros.pipeline import Relocalizer
@@ -45,6 +51,7 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     per_scene: dict[str, dict[str, list[float]]] = {}
     estimates: dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]] = {}
     failures = 0
+    summary_rows: dict[str, list[Any]] = {"T_est": [], "T_gt": [], "K": [], "size": [], "confidence": []}
     count = len(dataset) if max_pairs is None else min(len(dataset), max_pairs)
     with torch.no_grad():
         for i in range(count):
@@ -54,17 +61,26 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
             rows = per_scene.setdefault(scene, {"trans_err": [], "rot_err": [], "reproj_err": [], "confidence": []})
             estimates.setdefault(scene, [])
             T_gt = item["T_0to1"].double().numpy()
+            H, W = item["image1"].shape[-2:]
+            if np.all(np.isfinite(T_gt)):
+                for key, value in (("T_est", res.T_0to1 if res.success else None), ("T_gt", T_gt),
+                                   ("K", item["K_color1"].double().numpy()), ("size", (W, H)),
+                                   ("confidence", float(res.confidence) if res.success else 0.0)):
+                    summary_rows[key].append(value)
             if not res.success or not np.all(np.isfinite(T_gt)):
                 failures += 1
                 continue
             trans, rot = pose_errors(res.T_0to1, T_gt)
-            H, W = item["image1"].shape[-2:]
             rows["trans_err"].append(trans)
             rows["rot_err"].append(rot)
             rows["reproj_err"].append(vcre(res.T_0to1, T_gt, item["K_color1"].double().numpy(), W, H))
             rows["confidence"].append(float(res.confidence))
             estimates[scene].append((_frame_name(item["pair_names"][1]), res.R, res.t, float(res.confidence)))
-    return aggregate_results(list(per_scene.values()), failures), estimates
+    metrics: dict[str, Any] = aggregate_results(list(per_scene.values()), failures)
+    if summary_rows["T_gt"]:
+        metrics.update(summarize_poses(summary_rows["T_est"], summary_rows["T_gt"], summary_rows["K"],
+                                       summary_rows["size"], summary_rows["confidence"]))
+    return metrics, estimates
 
 
 def _scene_name(scene_id: str) -> str:
@@ -98,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from mickey_ros.mapfree import evaluate_submission
     from mickey_ros.model import load_checkpoint
     from mickey_ros.pipeline import resolve_device
     from training import config as config_mod
-    from training.trainer import build_dataset
+    from training.data.build import build_dataset
 
     out = Path(args.out)
     net = load_checkpoint(args.checkpoint, backbone_weights=args.backbone_weights or None)
@@ -117,7 +133,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     metrics, estimates = evaluate_dataset(net, dataset, resolve_device(args.device), args.seed, args.max_pairs)
     write_submission(out / "submission.zip", estimates)
     if args.kind == "mapfree" and args.max_pairs is None:  # the benchmark's own scoring of the zip
-        metrics = evaluate_submission(out / "submission.zip", Path(args.data), args.split)
+        summary = {k: v for k, v in metrics.items() if k in SUMMARY_KEYS or k == "identity"}
+        metrics = {**evaluate_submission(out / "submission.zip", Path(args.data), args.split), **summary}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 

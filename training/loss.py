@@ -1,26 +1,40 @@
 """MicKey's training objective: expected VCRE of a probabilistic Procrustes solver, learned by REINFORCE.
 
-Exactly the official ``MetricPoseLoss`` (reference/official_mickey.md section 8), per pair:
+The official ``MetricPoseLoss.RANSAC_vectorized`` (reference/official_mickey.md section 8), per pair:
 
 1. ``Q = 20`` draws of ``M = 512`` correspondences without replacement, proportional to ``P`` (detached).
 2. Per draw ``J = 20`` minimal sets of 8 matches (proportional to the draw's ``P`` values) -> Kabsch hypotheses.
-3. Refinement without gradient: Kabsch on the current mask -> hard inliers (0.15 m) -> kept when the count
-   grows (4 steps); then the pose is recomputed **with** gradient on the final mask.
+3. Refinement without gradient (:func:`refine_masks`): Kabsch on the current mask -> hard inliers (0.15 m);
+   when their count beats the best so far (which starts at 8), the mask that *generated* that pose is kept and
+   the inliers become the next mask (4 steps). The pose is then recomputed **with** gradient on the kept mask,
+   i.e. the best-count pose itself (often the minimal set's), not a refit on its inliers.
 4. Score = soft inlier count (tau 0.3 m, beta 5 / tau) of that pose over the draw's M matches.
 5. Hypothesis loss = ``tanh(((VCRE_0 + VCRE_1) / 2) / 80)``: symmetric virtual-correspondence reprojection
    error on a 196-point grid, projections clipped to [0, 720] px, with the original-resolution intrinsics.
 6. Expected loss of draw k: ``L_k = sum_h softmax_h(score_h / 20) loss_h`` with a null hypothesis of score
    ``0.35 M`` and loss 0.8.
-7. REINFORCE: the gradient w.r.t. ``log(P + 1e-16)`` is ``(1/Q) sum_k count_k (L_k - mean_k L_k)``; the direct
-   gradient of ``mean_k L_k`` flows through Kabsch into keypoints and depth.
+7. REINFORCE: the gradient w.r.t. ``log(P + 1e-16)`` is ``(1/Q) sum_k count_k (L_k - mean_k L_k)`` per pair,
+   summed over the kept pairs; the direct gradient of the mean over the kept pairs of ``mean_k L_k`` (the
+   official ``avg_loss``) flows through Kabsch into keypoints and depth.
 8. Curriculum: only pairs whose mean loss is strictly below the (k+1)-th smallest of the batch contribute,
    ``k = max(floor(B topk / 100), 1)``.
 
 Both gradients come from one ``surrogate.backward()`` (the REINFORCE term is ``sum(coef * log(P + 1e-16))``
-with a detached coefficient), which equals the official two-stage backward and works unchanged under DDP.
-All geometry runs in float64, also under autocast. Departures, on purpose: with fewer than 512 candidate
-matches the draw is smaller and the null score is ``0.35 * M``; a pair whose ``P`` is invalid or has fewer
-than 8 candidates is left out of the batch (counted) instead of raising.
+with a detached coefficient), which gives the official two-stage backward's gradients and works unchanged under
+DDP. The scales and the steps above follow the official code; the result is not bit-identical to it.
+Remaining departures:
+
+* Sampling: an exact successive sampler (:func:`mickey_ros.solver.sample_correspondences`, same distribution
+  as ``torch.multinomial`` without replacement) with its own random stream, so draws differ from the official
+  ones for the same seed.
+* Geometry runs in float64 (official: float32), also under autocast.
+* With fewer than 512 candidate matches the draw is smaller and the null score is ``0.35 * M`` (official:
+  ``multinomial`` fails and the whole batch gets no loss).
+* Failures are per pair and per hypothesis, not per batch: a pair whose ``P`` is invalid or has fewer than 8
+  candidates is left out (counted in ``invalid``), and a hypothesis whose Kabsch pose is not finite gets zero
+  softmax weight. The official code drops the whole batch in both cases (no loss, no optimiser step).
+* The curriculum ranks the valid pairs only (official: the whole batch, where an invalid pair already voided
+  the batch).
 """
 from __future__ import annotations
 
@@ -160,6 +174,41 @@ def _residuals(R: torch.Tensor, t: torch.Tensor, X0: torch.Tensor, X1: torch.Ten
     return ((pred - X1.unsqueeze(1)).square().sum(-1) + DIST_EPS).sqrt()
 
 
+@torch.no_grad()
+def refine_masks(X0: torch.Tensor, X1: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """Training refinement (official vectorised version): the mask whose Kabsch pose has the most hard inliers.
+
+    Per hypothesis, ``num_refinements`` times: Kabsch on the current mask -> hard inliers (``d <= 0.15 m``) of
+    that pose. When their count beats the best so far (which starts at the minimal-set size), the best count is
+    updated, the mask that *generated* that pose becomes the result, and the inliers become the next mask.
+    Otherwise the hypothesis stops. The result is therefore the mask of the best-count pose, often the minimal
+    set itself, not that pose's inlier set (there is no final refit on it).
+
+    Args:
+        X0, X1: ``[Q, M, 3]`` float64 back-projected matches of each draw (detached).
+        mask: ``[Q, J, M]`` float64 0/1 minimal-set masks.
+        cfg: thresholds and number of steps.
+
+    Returns:
+        ``[Q, J, M]`` float64 0/1 masks for the differentiable Kabsch.
+    """
+    Q, J, M = mask.shape
+    Xe0, Xe1 = X0.unsqueeze(1).expand(Q, J, M, 3), X1.unsqueeze(1).expand(Q, J, M, 3)
+    current, final = mask, mask
+    best = mask.sum(-1)
+    for _ in range(cfg.num_refinements):
+        R, t = kabsch_float64(Xe0, Xe1, current)
+        inliers = (_residuals(R, t, X0, X1) <= cfg.refine_threshold).double()
+        count = inliers.sum(-1)
+        better = (count > best) & torch.isfinite(R).flatten(-2).all(-1) & torch.isfinite(t).all(-1)
+        if not bool(better.any()):
+            break
+        final = torch.where(better.unsqueeze(-1), current, final)
+        current = torch.where(better.unsqueeze(-1), inliers, current)
+        best = torch.where(better, count, best)
+    return final
+
+
 @dataclass
 class _PairResult:
     draw_losses: torch.Tensor  # [Q] L_k, with graph
@@ -189,16 +238,7 @@ def _pair_loss(P: torch.Tensor, kpts0: torch.Tensor, kpts1: torch.Tensor, depth0
     sets = minimal_sets(weights.double(), cfg.hypotheses_per_draw, cfg.min_set_size, generator)  # [Q, J, 8]
     J = sets.shape[1]
     mask = torch.zeros(Q, J, M, dtype=torch.float64, device=P.device).scatter_(-1, sets, 1.0)
-    with torch.no_grad():  # refinement: grow the hard-inlier set while its size increases
-        Xd0, Xd1 = X0.detach().unsqueeze(1).expand(Q, J, M, 3), X1.detach().unsqueeze(1).expand(Q, J, M, 3)
-        best = mask.sum(-1)
-        for _ in range(cfg.num_refinements):
-            R, t = kabsch_float64(Xd0, Xd1, mask)
-            inliers = _residuals(R, t, X0.detach(), X1.detach()) <= cfg.refine_threshold
-            count = inliers.sum(-1).double()
-            better = (count > best) & torch.isfinite(R).flatten(-2).all(-1)
-            mask = torch.where(better.unsqueeze(-1), inliers.double(), mask)
-            best = torch.where(better, count, best)
+    mask = refine_masks(X0.detach(), X1.detach(), mask, cfg)
     R, t = kabsch_float64(X0.unsqueeze(1).expand(Q, J, M, 3), X1.unsqueeze(1).expand(Q, J, M, 3), mask)
     finite = torch.isfinite(R).flatten(-2).all(-1) & torch.isfinite(t).all(-1)  # [Q, J]
     R = torch.where(finite[..., None, None], R, torch.eye(3, dtype=R.dtype, device=R.device))
@@ -296,7 +336,9 @@ def mickey_loss(P: torch.Tensor, kpts0: torch.Tensor, kpts1: torch.Tensor, depth
             if r is None or not bool(kept[b]):
                 continue
             log_p = torch.log(P[b].double().flatten() + LOG_EPS)
-            surrogate = surrogate + (r.draw_losses.mean() + (r.coef * log_p).sum()) / n_kept
+            # official scales: the direct term is the mean over kept pairs (avg_loss), the REINFORCE term is
+            # each kept pair's own gradient, summed over the kept pairs (not divided by their number)
+            surrogate = surrogate + r.draw_losses.mean() / n_kept + (r.coef * log_p).sum()
         loss = pair_loss[kept].mean() if n_kept else nan
         rot = torch.stack([r.rotation_error_deg if r is not None else nan for r in results])
         trans = torch.stack([r.translation_error_m if r is not None else nan for r in results])

@@ -5,7 +5,9 @@
 
 Configuration: defaults -> ``--config`` file -> overrides (unknown keys are errors); the resolved config is
 written to ``<train.run_dir>/config.yaml``. Checkpoints: ``<run_dir>/checkpoints/last.ckpt`` every
-``train.checkpoint_every`` steps, at the end and on SIGINT/SIGTERM; ``best.ckpt`` by validation VCRE AUC.
+``train.checkpoint_every`` steps, at the end and on SIGINT/SIGTERM; ``best_vcre.ckpt`` (also written as
+``best.ckpt``) by validation VCRE AUC and ``best_pose.ckpt`` by validation pose AUC, as the official
+trainer; ``train.val_per_epoch`` validations per epoch (official: 2).
 They load with ``mickey_ros.model.load_checkpoint`` (and the ``mickey-ros --checkpoint`` option).
 Exit codes: 0 done, 2 bad configuration or data (one line), 130 interrupted (checkpoint written).
 """

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -23,56 +24,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mickey_ros.errors import CheckpointError, DatasetError, InputError
+from mickey_ros.geometry.pose_eval import flatten as flatten_metrics
 from mickey_ros.model import build_model, load_checkpoint
 from mickey_ros.model.checkpoint import read_file, save_checkpoint
 from mickey_ros.model.mickey import PRESETS, MicKey
 from mickey_ros.pipeline import resolve_device
 from training import config as config_mod
+from training.aux_loss import aux_loss
+from training.data.build import build_dataset, find_bags  # noqa: F401  (re-exported)
 from training.loss import mickey_loss
 
 log = logging.getLogger("mickey_ros.training")
 
 
 # -- data -------------------------------------------------------------------------------------------------------
-def find_bags(paths: list[str], what: str) -> list[Path]:
-    """rosbag2 folders named directly or found (``metadata.yaml``) below the given folders, sorted."""
-    bags: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise DatasetError(f"data.{what}: {p} does not exist")
-        bags += [p] if (p / "metadata.yaml").exists() else sorted(m.parent for m in p.rglob("metadata.yaml"))
-    if not bags:
-        raise DatasetError(f"data.{what}: no rosbag2 folder (with metadata.yaml) in {', '.join(paths) or '[]'}")
-    return bags
-
-
-def build_dataset(cfg: dict, split: str, run_dir: Path) -> Dataset | None:
-    """The train or val dataset of the configuration (``None`` for an empty val list)."""
-    d = cfg["data"]
-    if d["kind"] == "mapfree":
-        from training.data.datasets import MapFreePairDataset
-
-        if not d["root"]:
-            raise InputError("data.root: the Map-free data root is required for data.kind=mapfree")
-        return MapFreePairDataset(d["root"], split, resize=d["resize"], pairs="overlap" if split == "train" else "eval")
-    if d["kind"] != "bags":
-        raise InputError(f"data.kind: expected bags or mapfree, got {d['kind']!r}")
-    if split == "val" and not d["val"]:
-        return None
-    from training.data.bag_index import BagSource, PoseSource, index_bags
-    from training.data.datasets import BagPairDataset
-    from training.data.pairs import PairConfig, make_pairs
-
-    pose = PoseSource(kind=d["pose_source"], world_frame=d["world_frame"], camera_frame=d["camera_frame"] or None,
-                      topic=d["pose_topic"] or None)
-    sources = [BagSource(b, image_topic=d["image_topic"], info_topic=d["info_topic"], pose=pose)
-               for b in find_bags(d[split], split)]
-    index = index_bags(sources, cache_dir=d["cache_dir"] or run_dir / "index_cache")
-    pairs = make_pairs(index, PairConfig(
-        min_baseline_m=d["min_baseline_m"], max_baseline_m=d["max_baseline_m"], max_angle_deg=d["max_angle_deg"],
-        within_recording=d["within_recording"], across_recordings=d["across_recordings"],
-        max_pairs_per_place=d["max_pairs_per_place"], seed=cfg["train"]["seed"]))
-    return BagPairDataset(index, pairs, resize=d["resize"])
+# build_dataset and find_bags live in training.data.build (shared with evaluate.py); re-exported here
 
 
 def epoch_order(dataset: Dataset, cfg: dict, epoch: int) -> list[int]:
@@ -96,9 +62,14 @@ def epoch_batches(order: list[int], batch_size: int, rank: int, world: int) -> l
             for s in range(0, len(order) - per_step + 1, per_step)]
 
 
-def pair_generator(seed: int, step: int, global_index: int) -> torch.Generator:
-    """The loss's random generator of one pair at one step (independent of batch layout and world size)."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 10_007 + global_index) % (2**63 - 1))
+def pair_generator(seed: int, step: int, global_index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The loss's random generator of one pair at one step (independent of batch layout and world size).
+
+    It lives on ``device``, the device of ``P``: torch samples with a generator only on the generator's own
+    device (a CPU generator with CUDA ``P`` raises). The same seed gives different streams on CPU and CUDA.
+    """
+    gen = torch.Generator(device=device)
+    return gen.manual_seed(((seed * 1_000_003 + step) * 10_007 + global_index) % (2**63 - 1))
 
 
 # -- model ------------------------------------------------------------------------------------------------------
@@ -126,11 +97,26 @@ def build_network(cfg: dict) -> MicKey:
     return net
 
 
+def fp16_autocast_works(device: torch.device) -> bool:
+    """Whether float16 autocast really runs a matmul in float16 on ``device`` (older CPU builds disable it)."""
+    import warnings
+
+    x = torch.ones(2, 2, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with torch.autocast(device.type, dtype=torch.float16):
+                return (x @ x).dtype == torch.float16
+        except (RuntimeError, TypeError, ValueError):
+            return False
+
+
 class StepModule(nn.Module):
     """What DDP wraps: images (or cached backbone features) of both views -> outputs and ``P``.
 
-    ``autocast_dtype`` (bf16 on CUDA) applies to the backbone only; the heads, the matcher and the loss run in
-    float32 / float64, so metric depth and keypoints keep their precision (as the Relocalizer does).
+    ``autocast_dtype`` (bf16 on CUDA; fp16 as the official training) applies to the backbone only; the heads,
+    the matcher and the loss run in float32 / float64, so metric depth and keypoints keep their precision (as the
+    Relocalizer does).
     """
 
     def __init__(self, net: MicKey, autocast_dtype: torch.dtype | None = None) -> None:
@@ -186,15 +172,21 @@ class Trainer:
 
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         precision = t["precision"] if t["precision"] != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16}.get(precision, "bad")
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, "bad")
         if self.autocast_dtype == "bad":
-            raise InputError(f"train.precision: expected auto, fp32 or bf16, got {precision!r}")
+            raise InputError(f"train.precision: expected auto, fp32, bf16 or fp16, got {precision!r}")
+        if precision == "fp16" and not fp16_autocast_works(self.device):
+            raise InputError(f"train.precision: fp16 autocast is not supported on {self.device.type} by this torch; "
+                             "use fp32 or bf16 there")
+        # fp16 (the official backbone precision) needs loss scaling against gradient underflow in the backbone
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         torch.manual_seed(t["seed"])
         self.net = build_network(cfg).to(self.device).train()
         # DINOv2's mask_token is never used by MicKey's forward: a trainable unused parameter would keep DDP from
         # ever finishing its gradient reduction (gradients silently not averaged), so it is frozen here.
         self.net.backbone.mask_token.requires_grad_(False)
         self.loss_cfg = config_mod.loss_config(cfg)
+        self.aux_cfg = config_mod.aux_config(cfg)
         self.cache = FeatureCache(self.net) if cfg["model"]["cache_features"] else None
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=cfg["optim"]["lr"], eps=cfg["optim"]["eps"])
@@ -206,8 +198,10 @@ class Trainer:
                                                   if self.device.type == "cuda" else None)
         self.step_module = step_module
         self.step = self.epoch = self.batch_in_epoch = 0
-        self.best_auc = -math.inf
-        self.skipped_steps = 0
+        self.best_auc = -math.inf  # best validation VCRE AUC (best.ckpt = best_vcre.ckpt)
+        self.best_pose_auc = -math.inf  # best validation pose AUC (best_pose.ckpt)
+        self.skipped_steps = 0  # optimiser steps skipped: NaN/Inf gradients or no pair kept
+        self.no_pair_steps = 0  # ... of which: no pair kept by the loss (and no auxiliary term)
         self.stop_signal: int | None = None
         self._last_outputs: tuple | None = None
         self.writer = None
@@ -227,31 +221,78 @@ class Trainer:
             names0, names1 = batch["pair_names"]
             im0, im1 = self.cache(im0, list(names0)), self.cache(im1, list(names1))
         out0, out1, P = self.step_module(im0, im1, features)
-        gens = [pair_generator(self.cfg["train"]["seed"], self.step, i) for i in global_indices]
-        lo = mickey_loss(P.float(), out0.kpts, out1.kpts, out0.depth, out1.depth, batch["K_color0"].to(dev),
-                         batch["K_color1"].to(dev), batch["Kori_color0"].to(dev), batch["Kori_color1"].to(dev),
-                         batch["T_0to1"].to(dev).double(), self.loss_cfg, self.topk(), gens)
+        gens = [pair_generator(self.cfg["train"]["seed"], self.step, i, P.device) for i in global_indices]
+        K0, K1, T_0to1 = batch["K_color0"].to(dev), batch["K_color1"].to(dev), batch["T_0to1"].to(dev).double()
+        lo = mickey_loss(P.float(), out0.kpts, out1.kpts, out0.depth, out1.depth, K0, K1,
+                         batch["Kori_color0"].to(dev), batch["Kori_color1"].to(dev), T_0to1, self.loss_cfg,
+                         self.topk(), gens) if self.aux_cfg.mickey_weight > 0 else None
+        ao = aux_loss(out0, out1, K0, K1, T_0to1, self.aux_cfg)  # pose-only auxiliary terms (0 when off)
+        total = ao.total if lo is None else self.aux_cfg.mickey_weight * lo.surrogate + ao.total
         self.opt.zero_grad(set_to_none=True)
-        lo.surrogate.backward()
-        finite = all(torch.isfinite(p.grad).all() for p in self.params if p.grad is not None)
-        if finite:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg["optim"]["grad_clip"]))
-            self.opt.step()
-        else:
-            grad_norm = float("nan")
-            self.skipped_steps += 1
-            log.warning("step %d: NaN/Inf gradients; optimiser step skipped (%d so far)", self.step,
-                        self.skipped_steps)
+        grad_norm = self._backward_and_step(total, lo)
         self.step += 1
         every = self.cfg["train"]["image_every"]
         # kept only for the TensorBoard picture of this step (P alone is B x N0 x N1 floats)
         self._last_outputs = (batch, out0, out1, P.detach(), lo) if every and self.step % every == 0 else None
+        if lo is None:
+            return {"grad_norm": grad_norm, "skipped_steps": self.skipped_steps, **ao.scalars}
         kept = lo.kept
         return {"loss": float(lo.loss), "grad_norm": grad_norm, "kept_pairs": int(kept.sum()),
                 "invalid_pairs": len(lo.invalid), "skipped_steps": self.skipped_steps,
+                "no_pair_steps": self.no_pair_steps,
                 "rot_err_deg": float(np.nanmean(lo.rotation_error_deg.cpu().numpy())) if len(kept) else float("nan"),
                 "trans_err_m": float(np.nanmean(lo.translation_error_m.cpu().numpy())) if len(kept) else float("nan"),
-                "topk": self.topk() or 100.0}
+                "topk": self.topk() or 100.0, **ao.scalars}
+
+    def _backward_and_step(self, total: torch.Tensor, lo: Any) -> float:
+        """Backward of ``total``, then one Adam step unless this batch teaches nothing or a gradient is not finite.
+
+        "Teaches nothing": no pair kept by the loss on any process and no auxiliary term. The official trainer
+        skips the optimiser step then; stepping would still move the weights by Adam's momentum. The backward
+        always runs, so DDP's gradient reduction stays in step on every process. With fp16 a GradScaler scales
+        the loss; gradients are unscaled before the finiteness check and the clipping.
+
+        Returns:
+            The gradient norm before clipping; NaN when the step was skipped.
+        """
+        scaler = self.scaler
+        (scaler.scale(total) if scaler is not None else total).backward()
+        if not self._kept_anything(lo):
+            self.skipped_steps += 1
+            self.no_pair_steps += 1
+            log.warning("step %d: no pair kept by the loss; optimiser step skipped (%d so far)", self.step,
+                        self.no_pair_steps)
+            return float("nan")
+        if scaler is not None:
+            scaler.unscale_(self.opt)
+        if not all(torch.isfinite(p.grad).all() for p in self.params if p.grad is not None):
+            self.skipped_steps += 1
+            if scaler is not None:
+                scaler.update()  # lowers the loss scale after an overflow
+                log.warning("step %d: NaN/Inf gradients (fp16: loss scale now %g); optimiser step skipped (%d so far)",
+                            self.step, scaler.get_scale(), self.skipped_steps)
+            else:
+                log.warning("step %d: NaN/Inf gradients; optimiser step skipped (%d so far)", self.step,
+                            self.skipped_steps)
+            return float("nan")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg["optim"]["grad_clip"]))
+        if scaler is not None:
+            scaler.step(self.opt)
+            scaler.update()
+        else:
+            self.opt.step()
+        return grad_norm
+
+    def _kept_anything(self, lo: Any) -> bool:
+        """Whether the batch has a learning signal: an auxiliary term, or a pair kept by the loss on some process."""
+        if self.aux_cfg.active:
+            return True
+        kept = 0 if lo is None else int(lo.kept.sum())
+        if self.world > 1:
+            count = torch.tensor([kept], dtype=torch.int64, device=self.device)
+            dist.all_reduce(count)
+            kept = int(count.item())
+        return kept > 0
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def save(self, name: str) -> Path:
@@ -259,6 +300,8 @@ class Trainer:
         save_checkpoint(self.net, path, optimizer=self.opt.state_dict(), training_config=self.cfg, step=self.step,
                         epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, best_auc=self.best_auc,
                         skipped_steps=self.skipped_steps,
+                        no_pair_steps=self.no_pair_steps, best_pose_auc=self.best_pose_auc,
+                        grad_scaler=self.scaler.state_dict() if self.scaler is not None else None,
                         rng=_rng_state())
         return path
 
@@ -275,6 +318,10 @@ class Trainer:
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.best_auc = int(state["batch_in_epoch"]), float(state["best_auc"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.no_pair_steps = int(state.get("no_pair_steps", 0))
+        self.best_pose_auc = float(state.get("best_pose_auc", -math.inf))
+        if self.scaler is not None and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         _set_rng_state(state["rng"])
 
     # -- the loop ----------------------------------------------------------------------------------------------
@@ -293,6 +340,7 @@ class Trainer:
         if batches_per_epoch == 0:
             raise DatasetError(f"train: {len(train_ds)} pairs are fewer than one global batch "
                                f"({t['batch_size']} x {self.world} processes)")
+        mid_epoch = mid_epoch_validations(batches_per_epoch, t["val_per_epoch"])
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = _progress(t["progress"] and self.rank == 0, t["max_steps"] or t["epochs"] * batches_per_epoch,
                         self.step)
@@ -308,7 +356,8 @@ class Trainer:
                     self._log(scalars, bar)
                     if self.rank == 0 and t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
                         self.save("last.ckpt")
-                    if val_ds is not None and t["val_every"] and self.step % t["val_every"] == 0:
+                    if val_ds is not None and ((t["val_every"] and self.step % t["val_every"] == 0)
+                                               or self.batch_in_epoch in mid_epoch):
                         self._validate(val_ds)
                     if self.stop_signal is not None or self._done():
                         break
@@ -344,7 +393,7 @@ class Trainer:
             f.write(json.dumps({"step": self.step, "epoch": self.epoch, **scalars}) + "\n")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{scalars['loss']:.4f}", kept=scalars["kept_pairs"])
+            bar.set_postfix({k: f"{scalars[k]:.4g}" for k in ("loss", "kept_pairs", "aux_total") if k in scalars})
         t = self.cfg["train"]
         if self.writer is not None and self.step % t["log_every"] == 0:
             for k, v in scalars.items():
@@ -352,7 +401,7 @@ class Trainer:
         if self.writer is not None and self._last_outputs is not None:
             self.writer.add_image("train/matches", _match_image(*self._last_outputs), self.step, dataformats="HWC")
 
-    def _validate(self, val_ds: Dataset) -> dict[str, float] | None:
+    def _validate(self, val_ds: Dataset) -> dict[str, Any] | None:
         if self.rank != 0:
             return None
         from training.evaluate import evaluate_dataset
@@ -366,15 +415,26 @@ class Trainer:
         with self.metrics_file.open("a") as f:
             f.write(json.dumps({"step": self.step, "epoch": self.epoch, "val": metrics}) + "\n")
         if self.writer is not None:
-            for k, v in metrics.items():
+            for k, v in flatten_metrics(metrics).items():
                 self.writer.add_scalar(f"val/{k}", v, self.step)
-        from mickey_ros.mapfree import KEY_AUC_VCRE
+        from mickey_ros.mapfree import KEY_AUC_POSE, KEY_AUC_VCRE
 
-        auc = metrics[KEY_AUC_VCRE]
-        if auc > self.best_auc:
-            self.best_auc = auc
-            self.save("best.ckpt")
+        better_vcre, better_pose = metrics[KEY_AUC_VCRE] > self.best_auc, metrics[KEY_AUC_POSE] > self.best_pose_auc
+        self.best_auc = max(self.best_auc, metrics[KEY_AUC_VCRE])  # both bests first: each file holds both
+        self.best_pose_auc = max(self.best_pose_auc, metrics[KEY_AUC_POSE])
+        if better_vcre:  # best.ckpt = best_vcre.ckpt (the name before best_pose.ckpt existed)
+            shutil.copyfile(self.save("best_vcre.ckpt"), self.run_dir / "checkpoints" / "best.ckpt")
+        if better_pose:
+            self.save("best_pose.ckpt")
         return metrics
+
+
+def mid_epoch_validations(batches: int, per_epoch: int) -> set[int]:
+    """Batch counts within an epoch after which to validate besides the epoch end: ``per_epoch - 1`` evenly
+    spaced points (``train.val_per_epoch``; the official ``VAL_INTERVAL: 0.5`` is 2: the middle and the end)."""
+    if isinstance(per_epoch, bool) or not isinstance(per_epoch, int) or per_epoch < 1:
+        raise InputError(f"train.val_per_epoch: expected an integer >= 1, got {per_epoch!r}")
+    return {round(k * batches / per_epoch) for k in range(1, per_epoch)} - {0, batches}
 
 
 def _rng_state() -> dict[str, Any]:

@@ -248,14 +248,29 @@ class OffsetHead(_Head):
         return torch.sigmoid(self.xy_offset(self.trunk(x)))
 
 
+DEPTH_LOG_CLAMP = 6.0  # |raw| limit of the "exp" activation: depth within scale * e^(+-6)
+
+
 class DepthHead(_Head):
-    """Depth in metres: the raw 1x1 conv output (no activation, may be <= 0), ``[B, 1, h, w]``."""
+    """Depth in metres, ``[B, 1, h, w]``.
+
+    ``activation="none"`` (official): the raw 1x1 conv output (may be <= 0). ``"exp"``:
+    ``scale * exp(clamp(raw, -6, 6))``, always positive and ``scale`` metres at initialisation (raw ~ 0).
+    """
+
+    def __init__(self, in_ch: int, blocks_dim: Sequence[int], num_heads: int, num_layers: int,
+                 activation: str = "none", scale: float = 1.0) -> None:
+        super().__init__(in_ch, blocks_dim, num_heads, num_layers)
+        self.activation, self.scale = activation, float(scale)
 
     def _register_tail(self, in_ch: int) -> None:
         self.depth = nn.Conv2d(in_ch, 1, kernel_size=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.depth(self.trunk(x))
+        raw = self.depth(self.trunk(x))
+        if self.activation == "exp":
+            return self.scale * torch.exp(raw.clamp(-DEPTH_LOG_CLAMP, DEPTH_LOG_CLAMP))
+        return raw
 
 
 class DescriptorHead(_Head):

@@ -35,6 +35,8 @@ class ModelConfig:
     score_border: int = 3  # grid cells zeroed on each side of the score map
     match_temperature: float = 0.1  # dual-softmax temperature (similarities are divided by it)
     dustbin_init: float = 1.0  # initial learned dustbin score
+    depth_activation: str = "none"  # "none": raw conv output (official, may be <= 0); "exp": scale * exp(raw) > 0
+    depth_scale: float = 1.0  # metres at raw output 0 for depth_activation "exp" (the initial depth)
 
     def __post_init__(self) -> None:
         if self.backbone not in VIT_ARCHS:
@@ -47,6 +49,10 @@ class ModelConfig:
                 f"blocks_dim: expected blocks_dim[2] divisible by 4 and by attention_heads={self.attention_heads}, "
                 f"got {self.blocks_dim[2]}"
             )
+        if self.depth_activation not in ("none", "exp"):
+            raise InputError(f"depth_activation: expected 'none' or 'exp', got {self.depth_activation!r}")
+        if not self.depth_scale > 0:
+            raise InputError(f"depth_scale: expected a positive number of metres, got {self.depth_scale!r}")
 
     @property
     def embed_dim(self) -> int:
@@ -61,6 +67,12 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         backbone="vit_tiny14", freeze_backbone=False, blocks_dim=(64, 64, 64, 32), descriptor_dim=64,
         attention_heads=4,
+    ),
+    # trainable on a CPU and able to learn metric depth: hybrid conv + ViT backbone, positive depth starting at
+    # 2.5 m, one border cell (small images have few cells), 128-d descriptors
+    "small": ModelConfig(
+        backbone="hybrid_small14", freeze_backbone=False, blocks_dim=(64, 64, 64, 32), descriptor_dim=128,
+        attention_heads=4, score_border=1, depth_activation="exp", depth_scale=2.5,
     ),
 }
 
@@ -107,7 +119,7 @@ class MicKeyExtractor(nn.Module):
         c = config
         self.add_module(c.backbone, VisionTransformer(VIT_ARCHS[c.backbone]))
         args = (c.embed_dim, c.blocks_dim, c.attention_heads, c.attention_layers)
-        self.depth_head = DepthHead(*args)
+        self.depth_head = DepthHead(*args, activation=c.depth_activation, scale=c.depth_scale)
         self.det_offset = OffsetHead(*args)
         self.dsc_head = DescriptorHead(*args, descriptor_dim=c.descriptor_dim)
         self.det_head = ScoreHead(*args, temperature=c.score_temperature, border=c.score_border)
@@ -184,7 +196,7 @@ class MicKey(nn.Module):
             ImageError: see ``forward``.
         """
         images = crop_to_patches(check_images(images))
-        images = images.to(self.backbone.patch_embed.proj.weight.dtype)
+        images = images.to(self.backbone.pos_embed.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
             features = self.backbone(images)
         return features.float()

@@ -31,6 +31,7 @@ class ViTConfig:
     interpolate_offset: float = 0.1  # DINOv2's offset added to the target grid size in pos-embed resizing
     layerscale_init: float = 1.0  # LayerScale gamma at initialisation (official vit_large(init_values=1.0))
     norm_eps: float = 1e-6  # LayerNorm epsilon
+    stem_channels: tuple[int, ...] = ()  # () = DINOv2's stride-14 patch embedding; (c0, c1) = ConvStem widths
 
 
 # The three DINOv2 sizes MicKey can use, and a small trainable one (same layout, far fewer parameters).
@@ -40,6 +41,8 @@ VIT_ARCHS: dict[str, ViTConfig] = {
     "dinov2_vitb14": ViTConfig(embed_dim=768, depth=12, num_heads=12),
     "dinov2_vitl14": ViTConfig(embed_dim=1024, depth=24, num_heads=16),
     "vit_tiny14": ViTConfig(embed_dim=96, depth=3, num_heads=3),
+    # hybrid: a convolutional stem (local texture at full and 1/7 resolution) under two transformer blocks
+    "hybrid_small14": ViTConfig(embed_dim=128, depth=2, num_heads=4, stem_channels=(16, 64)),
 }
 
 
@@ -70,6 +73,39 @@ class PatchEmbed(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.proj(images)
+
+
+class ConvStem(nn.Module):
+    """Convolutional patch embedding ``[B, 3, H, W]`` -> ``[B, D, H/14, W/14]`` for the hybrid backbones.
+
+    ``conv0`` 3x3 at full resolution (c0) -> ``patchify`` 7x7 stride 7 (c1) -> two residual 3x3 blocks at
+    1/7 -> ``proj`` 2x2 stride 2 to the token width D (1/14). BatchNorm + ReLU after every conv but ``proj``.
+    A ConvNet's locality prior makes a small backbone learn matchable features from far less data than a ViT.
+    """
+
+    def __init__(self, channels: tuple[int, ...], embed_dim: int) -> None:
+        super().__init__()
+        if len(channels) != 2 or min(channels) < 1:
+            raise ValueError(f"stem_channels: expected two positive widths, got {channels}")
+        from mickey_ros.model.heads import BasicBlock  # the heads' residual block (no import cycle: heads is leaf)
+
+        c0, c1 = channels
+        self.conv0 = nn.Sequential(nn.Conv2d(3, c0, 3, padding=1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
+        self.patchify = nn.Sequential(nn.Conv2d(c0, c1, 7, stride=7, bias=False), nn.BatchNorm2d(c1), nn.ReLU())
+        self.blocks = nn.Sequential(BasicBlock(c1, c1), BasicBlock(c1, c1))
+        self.proj = nn.Conv2d(c1, embed_dim, kernel_size=2, stride=2)
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.reset_parameters()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.blocks(self.patchify(self.conv0(images))))
 
 
 class Attention(nn.Module):
@@ -131,6 +167,10 @@ class Block(nn.Module):
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
+def _inside(module: nn.Module, parent: nn.Module) -> bool:
+    return any(module is m for m in parent.modules())
+
+
 class VisionTransformer(nn.Module):
     """DINOv2-layout ViT/14 returning the normalised patch-token map.
 
@@ -145,7 +185,9 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_grid**2 + 1, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # unused; kept for the DINOv2 layout
-        self.patch_embed = PatchEmbed(cfg.patch_size, dim)
+        if cfg.stem_channels and cfg.patch_size != 14:
+            raise ValueError(f"stem_channels: the convolutional stem needs patch_size 14, got {cfg.patch_size}")
+        self.patch_embed = ConvStem(cfg.stem_channels, dim) if cfg.stem_channels else PatchEmbed(cfg.patch_size, dim)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
 
@@ -155,13 +197,17 @@ class VisionTransformer(nn.Module):
         Weights are uniform with std 0.02 (not a truncated normal) taken from a shared random pool,
         so building ViT-L stays fast; pretrained weights replace these values anyway.
         """
-        tensors = [m.weight for m in self.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        stem = isinstance(self.patch_embed, ConvStem)
+        if stem:
+            self.patch_embed.reset_parameters()
+        modules = [m for m in self.modules() if not (stem and _inside(m, self.patch_embed))]
+        tensors = [m.weight for m in modules if isinstance(m, (nn.Linear, nn.Conv2d))]
         pool = _UniformPool(2 * max(t.numel() for t in [*tensors, self.pos_embed]))
         with torch.no_grad():
             pool.fill_(self.pos_embed, 0.02)
             self.cls_token.normal_(std=1e-6)
             self.mask_token.zero_()
-            for module in self.modules():
+            for module in modules:
                 if isinstance(module, (nn.Linear, nn.Conv2d)):
                     pool.fill_(module.weight, 0.02)
                     module.bias.zero_()

@@ -224,3 +224,32 @@ def test_mapfree_missing_image_is_a_dataset_error(tmp_path):
     ds = MapFreePairDataset(tmp_path, "val", pairs="eval")
     with pytest.raises(DatasetError, match=r"image .*seq0/frame_00000.jpg: missing or unreadable"):
         ds[0]
+
+
+def test_build_dataset_applies_the_overlap_limits_of_the_sc_config(mapfree_root, tmp_path):
+    """training/configs/official_sc.yaml (the mickey_sc recipe): Map-free train pairs with overlap in (0.4, 0.8)."""
+    from conftest import REPO
+    from training import config as config_mod
+    from training.data.build import build_dataset
+
+    root, _ = mapfree_root
+    cfg = config_mod.resolve(REPO / "training" / "configs" / "official_sc.yaml", [f"data.root={root}",
+                                                                                   "data.resize=null"])
+    assert (cfg["data"]["min_overlap"], cfg["data"]["max_overlap"], cfg["train"]["curriculum"]) == (0.4, 0.8, False)
+    ds = build_dataset(cfg, "train", tmp_path)
+    names = [ds[i]["pair_names"] for i in range(len(ds)) if ds.scene_ids[i] == "s00000"]
+    assert names == [("seq0/frame_00000.jpg", "seq1/frame_00003.jpg")]  # 0.5 only; 0.0, 0.3, 0.8, 1.0 excluded
+    default = build_dataset(config_mod.resolve(None, ["data.kind=mapfree", f"data.root={root}"]), "train", tmp_path)
+    assert default.scene_ids.count("s00000") == 3
+
+
+def test_overlap_limits_are_refused_for_bags_and_checked(tmp_path):
+    from training import config as config_mod
+    from training.data.build import build_dataset
+
+    with pytest.raises(Exception, match=r"^data\.min_overlap=0\.4, data\.max_overlap=1: pair overlap scores exist "
+                                        r"only for data\.kind=mapfree"):
+        build_dataset(config_mod.resolve(None, ["data.min_overlap=0.4"]), "train", tmp_path)
+    with pytest.raises(Exception, match=r"expected 0 <= min < max <= 1, got 0.8 and 0.4"):
+        build_dataset(config_mod.resolve(None, ["data.kind=mapfree", "data.root=x", "data.min_overlap=0.8",
+                                                "data.max_overlap=0.4"]), "train", tmp_path)

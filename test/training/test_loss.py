@@ -171,3 +171,114 @@ def test_overfitting_one_pair_halves_the_loss():
         opt.step()
         losses.append(float(out.loss))
     assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
+
+
+# -- refinement (official vectorised version: keep the mask that generated the best-count pose) ----------------
+_CUBE = [[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (2.0, 4.0)]  # the minimal set: exact matches
+_NEAR = [[0.5, 0.5, 3.0], [-0.5, -0.5, 3.0], [0.5, -0.5, 3.0], [-0.5, 0.5, 3.0]]  # shifted 0.1 m in x: inliers
+
+
+def _refine_case(extra_shift_x):
+    """14 matches: 8 exact (the minimal set), 4 shifted 0.1 m in x, one at the centre shifted by
+    ``extra_shift_x`` and one far outlier (0.4 m). Camera 1 = camera 0 up to these shifts."""
+    X0 = torch.tensor(_CUBE + _NEAR + [[0.0, 0.0, 3.0], [0.2, 0.1, 2.5]], dtype=torch.float64)
+    shift = torch.tensor([0.0] * 8 + [0.1] * 4 + [extra_shift_x, 0.4], dtype=torch.float64)
+    X1 = X0.clone()
+    X1[:, 0] += shift
+    mask = torch.zeros(1, 1, 14, dtype=torch.float64)
+    mask[..., :8] = 1.0
+    return X0, X1, mask
+
+
+def _mask_of(indices, n=14):
+    m = torch.zeros(n, dtype=torch.float64)
+    m[list(indices)] = 1.0
+    return m
+
+
+def test_refinement_keeps_the_minimal_set_when_it_generated_the_best_count():
+    """The minimal set's pose (identity) has 12 hard inliers (> 8); Kabsch on those 12 (t = 0.4 / 12 m in x) still
+    has 12, which is no gain: the result is the minimal set itself, not its inlier set."""
+    from training.loss import refine_masks
+
+    X0, X1, mask = _refine_case(-0.2)  # the centre point stays an outlier (0.2 m, then 0.233 m)
+    final = refine_masks(X0[None], X1[None], mask, LossConfig())
+    assert torch.equal(final[0, 0], _mask_of(range(8)))
+
+
+def test_refinement_grows_while_the_count_grows_and_keeps_the_generating_mask():
+    """Minimal set -> 12 inliers (0..11); Kabsch on them moves 0.0333 m in x, so the centre point (0.18 m away)
+    comes within 0.15 m: 13 inliers. Kabsch on those 13 still has 13: no gain. The best count (13) was generated
+    by the 12-inlier mask, which is the result (not the 13-point inlier set of that pose)."""
+    from training.loss import refine_masks
+
+    X0, X1, mask = _refine_case(0.18)
+    final = refine_masks(X0[None], X1[None], mask, LossConfig())
+    assert torch.equal(final[0, 0], _mask_of(range(12)))
+    assert torch.equal(refine_masks(X0[None], X1[None], mask, LossConfig(num_refinements=1))[0, 0],
+                       _mask_of(range(8)))  # one step: only the minimal set's pose was scored
+    assert torch.equal(refine_masks(X0[None], X1[None], mask, LossConfig(num_refinements=0))[0, 0],
+                       _mask_of(range(8)))
+
+
+def test_pair_loss_uses_the_pose_of_the_generating_mask(monkeypatch):
+    """End to end through ``_pair_loss`` with the draws fixed (Q = J = 1, no null hypothesis): the hypothesis loss
+    is the VCRE loss of Kabsch on the minimal set (its pose had the best count), not of a refit on its inliers."""
+    import training.loss as loss_mod
+    from mickey_ros.geometry.kabsch import kabsch_float64
+
+    X0, X1, _ = _refine_case(-0.2)
+    n = len(X0)
+    P = torch.full((n, n), 1e-3, dtype=torch.float64).diagonal_scatter(torch.linspace(1.0, 2.0, n, dtype=torch.float64))
+    flat = (torch.arange(n) * (n + 1))[None]  # the diagonal: match i <-> i, in order
+    monkeypatch.setattr(loss_mod, "sample_correspondences", lambda p, m, q, g: (flat, p.flatten()[flat]))
+    monkeypatch.setattr(loss_mod, "minimal_sets", lambda w, j, k, g: torch.arange(8)[None, None])
+    K = torch.eye(3, dtype=torch.float64)  # X = z [u, v, 1]
+    kpts0, kpts1 = X0[:, :2] / X0[:, 2:], X1[:, :2] / X1[:, 2:]
+    T_gt = torch.eye(4, dtype=torch.float64)
+    T_gt[0, 3] = 0.05
+    cfg = LossConfig(num_samples=n, num_draws=1, hypotheses_per_draw=1, null_hypothesis=False)
+    res = loss_mod._pair_loss(P, kpts0, kpts1, X0[:, 2], X1[:, 2], K, K, K_DEMO.double(), K_DEMO.double(), T_gt,
+                              cfg, None)
+
+    def loss_of(indices):
+        R, t = kabsch_float64(X0, X1, _mask_of(indices))
+        return float(symmetric_vcre_loss(R, t, T_gt, K_DEMO.double(), K_DEMO.double(), cfg))
+
+    assert float(res.draw_losses[0]) == pytest.approx(loss_of(range(8)), rel=1e-12)
+    assert abs(loss_of(range(8)) - loss_of(range(12))) > 1e-3  # the refit on the 12 inliers would differ
+
+
+# -- REINFORCE scale: summed over the kept pairs (official), the direct term averaged ---------------------------
+def _random_pair_inputs(seed, B):
+    g = torch.Generator().manual_seed(seed)
+    N0, N1 = 30, 40
+    P = torch.rand(B, N0, N1, dtype=torch.float64, generator=g)
+    kpts0 = torch.rand(B, N0, 2, dtype=torch.float64, generator=g) * 200
+    kpts1 = torch.rand(B, N1, 2, dtype=torch.float64, generator=g) * 200
+    depth0 = torch.rand(B, N0, dtype=torch.float64, generator=g) + 1.5
+    depth1 = torch.rand(B, N1, dtype=torch.float64, generator=g) + 1.5
+    return [x.requires_grad_(True) for x in (P, kpts0, kpts1, depth0, depth1)]
+
+
+def test_reinforce_gradient_is_the_sum_over_kept_pairs():
+    """Batch of two kept pairs vs each pair alone (same per-pair generator seeds): d surrogate / d P of each pair is
+    its single-pair gradient (sum over pairs, not divided by 2); the direct gradient (depth) is half of it (mean)."""
+    cfg = LossConfig(num_samples=64, num_draws=6, hypotheses_per_draw=5)
+    K = K_DEMO.double()
+    T = torch.eye(4, dtype=torch.float64)
+    T[0, 3] = 0.3
+    batch = _random_pair_inputs(0, 2)
+    out = mickey_loss(*batch, K.expand(2, 3, 3), K.expand(2, 3, 3), K.expand(2, 3, 3), K.expand(2, 3, 3),
+                      T.expand(2, 4, 4), cfg, None, [torch.Generator().manual_seed(s) for s in (10, 11)])
+    assert out.kept.tolist() == [True, True]
+    out.surrogate.backward()
+    for b in (0, 1):
+        single = [x.detach()[b:b + 1].clone().requires_grad_(True) for x in batch]
+        one = mickey_loss(*single, K[None], K[None], K[None], K[None], T[None], cfg, None,
+                          [torch.Generator().manual_seed(10 + b)])
+        one.surrogate.backward()
+        coef = (single[0].grad * (single[0].detach() + 1e-16))[0]  # d / d log(P + eps) of the pair alone
+        assert float(coef.abs().sum()) > 0
+        torch.testing.assert_close(batch[0].grad[b], single[0].grad[0], rtol=1e-12, atol=0.0)
+        torch.testing.assert_close(batch[3].grad[b], single[3].grad[0] / 2, rtol=1e-12, atol=1e-18)

@@ -217,13 +217,17 @@ def test_evaluate_writes_a_submission_and_benchmark_metrics(bags, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     vals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
     assert [v["step"] for v in vals] == [1, 2] and "AUC @ VCRE < 90px" in vals[0]["val"]
-    assert (run / "checkpoints" / "best.ckpt").exists()  # best by validation VCRE AUC
+    assert "median_rot_err_deg" in vals[0]["val"] and "median_rot_err_deg" in vals[0]["val"]["identity"]
+    for name in ("best.ckpt", "best_vcre.ckpt", "best_pose.ckpt"):  # best by validation VCRE / pose AUC
+        assert (run / "checkpoints" / name).exists()
     out = tmp_path / "eval"
     proc = _run(["training/evaluate.py", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--data",
                  str(bags / "val"), "--out", str(out), "--device", "cpu"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"AUC @ VCRE < 90px", "Precision @ Pose Error < (25.0cm, 5deg)", "Estimates for % of frames"} <= set(metrics)
+    assert {"median_trans_err_m", "scale_ratio_median", "median_trans_dir_err_deg"} <= set(metrics)
+    assert set(metrics["identity"]) >= {"median_trans_err_m", "prec_pose_25cm_5deg"}  # the no-motion floor
     with zipfile.ZipFile(out / "submission.zip") as zf:
         names = zf.namelist()
         assert names == ["pose_scene_000.txt"]
@@ -296,7 +300,9 @@ def test_evaluate_on_a_mapfree_tree_matches_the_benchmark_scoring(tmp_path):
                  str(tmp_path / "mapfree"), "--out", str(out), "--device", "cpu"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics == evaluate_submission(out / "submission.zip", tmp_path / "mapfree", "val")
+    benchmark = evaluate_submission(out / "submission.zip", tmp_path / "mapfree", "val")
+    assert {k: metrics[k] for k in benchmark} == benchmark  # the benchmark's keys, plus the pose summary
+    assert "identity" in metrics and "median_trans_dir_err_deg" in metrics
     with zipfile.ZipFile(out / "submission.zip") as zf:
         lines = zf.read("pose_s00000.txt").decode().splitlines()
     assert [line.split()[0] for line in lines] == ["seq1/frame_00000.jpg", "seq1/frame_00005.jpg"]
@@ -304,8 +310,15 @@ def test_evaluate_on_a_mapfree_tree_matches_the_benchmark_scoring(tmp_path):
                     str(tmp_path / "mapfree"), "--out", str(tmp_path / "own"), "--device", "cpu", "--max-pairs", "2"])
     own = json.loads((tmp_path / "own" / "metrics.json").read_text())  # our scoring of the same two pairs
     assert limited.returncode == 0 and own.keys() == metrics.keys()
-    for key in metrics:
+    for key in benchmark:
         assert own[key] == pytest.approx(metrics[key], rel=1e-5, abs=1e-6), key
+    from mickey_ros.geometry.pose_eval import flatten
+
+    summary_own, summary = flatten({k: own[k] for k in own if k not in benchmark}), flatten(
+        {k: metrics[k] for k in metrics if k not in benchmark})
+    assert summary_own.keys() == summary.keys()
+    for key in summary:
+        assert summary_own[key] == pytest.approx(summary[key], nan_ok=True), key
 
 
 def test_bf16_autocast_step_keeps_the_loss_geometry_in_float64(tmp_path):
@@ -324,5 +337,5 @@ def test_bf16_autocast_step_keeps_the_loss_geometry_in_float64(tmp_path):
     assert not torch.equal(feats, feats_bf16)  # the backbone really ran under bf16 autocast
     assert lo.loss.dtype == torch.float64 and scalars["skipped_steps"] == 0
     assert all(torch.isfinite(p.grad).all() for p in trainer.params if p.grad is not None)
-    with pytest.raises(Exception, match="train.precision: expected auto, fp32 or bf16, got 'fp8'"):
+    with pytest.raises(Exception, match="train.precision: expected auto, fp32, bf16 or fp16, got 'fp8'"):
         Trainer(config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.precision=fp8"]))

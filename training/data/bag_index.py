@@ -31,6 +31,7 @@ import numpy as np
 from mickey_ros.errors import DatasetError, InputError, MickeyError
 from mickey_ros.geometry.se3 import invert_T
 from mickey_ros.ros.convert import CameraModel, camera_info_to_model
+from training.data.pairs import Pair, PairConfig, make_pairs  # noqa: F401  (re-exported)
 from training.data.tf_tree import PoseTrack, TfTree, clean_frame, rigid, stamp_ns
 
 logger = logging.getLogger("training.data.bag_index")
@@ -479,5 +480,3 @@ def index_bags(sources: BagSource | Sequence[BagSource], cache_dir: str | Path |
         stats[str(src.recording)] = cached[1]
     return BagIndex(frames, stats)
 
-
-from training.data.pairs import Pair, PairConfig, make_pairs  # noqa: E402,F401  (re-exported; pairs.py needs BagIndex)

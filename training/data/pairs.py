@@ -9,15 +9,34 @@ most ``max_angle_deg``. Vectorised over blocks of frames; deterministic for a gi
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from mickey_ros.errors import DatasetError, InputError
 
-if TYPE_CHECKING:
-    from training.data.bag_index import BagIndex
+
+class PosedFrame(Protocol):
+    """What pairing reads of a frame: its camera -> world pose ``[4, 4]`` (metres)."""
+
+    T_world_cam: np.ndarray
+
+
+class PosedFrames(Protocol):
+    """What pairing reads of an index (e.g. :class:`training.data.bag_index.BagIndex`): the frames, their
+    recordings (id -> frame indices, in order) and places (id -> recording ids). This module does not import
+    the bag index (which imports and re-exports this module)."""
+
+    frames: Sequence[PosedFrame]
+
+    def __len__(self) -> int: ...
+
+    def recordings(self) -> dict[str, np.ndarray]: ...
+
+    def places(self) -> dict[str, list[str]]: ...
+
 
 _BLOCK_ELEMENTS = 2_000_000  # candidate matrix entries evaluated at once (memory bound)
 
@@ -88,7 +107,7 @@ def _block(C: np.ndarray, Z: np.ndarray, ia: np.ndarray, ib: np.ndarray, within:
     return out
 
 
-def make_pairs(index: "BagIndex", config: PairConfig = PairConfig()) -> list[Pair]:
+def make_pairs(index: PosedFrames, config: PairConfig = PairConfig()) -> list[Pair]:
     """Pairs of frames with a useful baseline and view overlap, grouped by place.
 
     Args:

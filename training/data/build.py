@@ -1,0 +1,74 @@
+"""Datasets from a training configuration (``data`` section): rosbag2 recordings or the Map-free layout.
+
+Shared by the trainer and ``evaluate.py`` (neither imports the other for it). ``training.trainer`` re-exports
+:func:`build_dataset` and :func:`find_bags` under their old names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from mickey_ros.errors import DatasetError, InputError
+
+
+def find_bags(paths: list[str], what: str) -> list[Path]:
+    """rosbag2 folders named directly or found (``metadata.yaml``) below the given folders, sorted."""
+    bags: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise DatasetError(f"data.{what}: {p} does not exist")
+        bags += [p] if (p / "metadata.yaml").exists() else sorted(m.parent for m in p.rglob("metadata.yaml"))
+    if not bags:
+        raise DatasetError(f"data.{what}: no rosbag2 folder (with metadata.yaml) in {', '.join(paths) or '[]'}")
+    return bags
+
+
+def _check_overlap_limits(d: dict) -> None:
+    lo, hi = d["min_overlap"], d["max_overlap"]
+    if not 0.0 <= lo < hi <= 1.0:
+        raise InputError(f"data.min_overlap, data.max_overlap: expected 0 <= min < max <= 1, got {lo:g} and {hi:g}")
+    if d["kind"] != "mapfree" and (lo, hi) != (0.0, 1.0):
+        raise InputError(f"data.min_overlap={lo:g}, data.max_overlap={hi:g}: pair overlap scores exist only for "
+                         "data.kind=mapfree (its overlaps.npz); bag pairs are selected by data.min_baseline_m, "
+                         "data.max_baseline_m and data.max_angle_deg")
+
+
+def build_dataset(cfg: dict, split: str, run_dir: Path) -> Dataset | None:
+    """The train or val dataset of the configuration (``None`` for an empty val list).
+
+    Map-free training pairs are the ``overlaps.npz`` pairs with a score strictly inside
+    ``(data.min_overlap, data.max_overlap)`` (the official curriculum config: (0, 1); the overlap-score config
+    of ``mickey_sc``: (0.4, 0.8)); validation uses the benchmark's evaluation pairs.
+
+    Raises:
+        InputError: bad settings, e.g. overlap limits for bag data, which carries no overlap score.
+        DatasetError: missing or empty data.
+    """
+    d = cfg["data"]
+    if d["kind"] not in ("bags", "mapfree"):
+        raise InputError(f"data.kind: expected bags or mapfree, got {d['kind']!r}")
+    _check_overlap_limits(d)
+    if d["kind"] == "mapfree":
+        from training.data.datasets import MapFreePairDataset
+
+        if not d["root"]:
+            raise InputError("data.root: the Map-free data root is required for data.kind=mapfree")
+        return MapFreePairDataset(d["root"], split, resize=d["resize"], pairs="overlap" if split == "train" else "eval",
+                                  min_overlap=d["min_overlap"], max_overlap=d["max_overlap"])
+    if split == "val" and not d["val"]:
+        return None
+    from training.data.bag_index import BagSource, PoseSource, index_bags
+    from training.data.datasets import BagPairDataset
+    from training.data.pairs import PairConfig, make_pairs
+
+    pose = PoseSource(kind=d["pose_source"], world_frame=d["world_frame"], camera_frame=d["camera_frame"] or None,
+                      topic=d["pose_topic"] or None)
+    sources = [BagSource(b, image_topic=d["image_topic"], info_topic=d["info_topic"], pose=pose)
+               for b in find_bags(d[split], split)]
+    index = index_bags(sources, cache_dir=d["cache_dir"] or run_dir / "index_cache")
+    pairs = make_pairs(index, PairConfig(
+        min_baseline_m=d["min_baseline_m"], max_baseline_m=d["max_baseline_m"], max_angle_deg=d["max_angle_deg"],
+        within_recording=d["within_recording"], across_recordings=d["across_recordings"],
+        max_pairs_per_place=d["max_pairs_per_place"], seed=cfg["train"]["seed"]))
+    return BagPairDataset(index, pairs, resize=d["resize"])
