@@ -15,6 +15,13 @@ to bootstrap matching and depth directly:
   metric: the ground-truth translation carries the scale.
 * **keypoint epipolar** (offsets): the symmetric epipolar distance of those matches with gradient into the
   keypoints, so that the sub-patch offsets of a match sit on each other's epipolar lines.
+* **reprojection** (descriptors, self-training): each keypoint is lifted with the network's own depth (detached),
+  moved by the ground-truth pose and projected into the other image; where a keypoint there lies within
+  ``reprojection_radius_px`` and its own depth agrees within ``reprojection_depth_tolerance`` (visibility),
+  ``-log p(j | i)`` of that keypoint is minimised, in both directions. Pose-only: it uses no depth labels,
+  and is as right as the network's depth (so it follows the depth terms).
+* **depth** (RGB-D bags only, not pose-only): ``|log d_pred - log d_sensor|`` at every keypoint with a valid
+  registered depth (nearest pixel, centres at integer coordinates); needs ``data.depth_topic``.
 
 Shapes: ``kpts [B, N, 2]`` px of the network input image, ``depth [B, N]`` m, ``descriptors [B, N, D]``,
 ``K [B, 3, 3]`` of the network input image, ``T_0to1 [B, 4, 4]`` (``X1 = R X0 + t``, metres).
@@ -46,21 +53,27 @@ class AuxConfig:
     triangulation_max_epipolar_px: float = 2.0  # symmetric epipolar distance of a usable match
     triangulation_min_angle_deg: float = 1.0  # smallest ray angle of a usable triangulation
     keypoint_epipolar_weight: float = 0.0
+    depth_weight: float = 0.0  # sensor depth at the keypoints (RGB-D bags: data.depth_topic)
+    reprojection_weight: float = 0.0
+    reprojection_radius_px: float = 10.0  # a target keypoint must lie this close to the reprojection
+    reprojection_depth_tolerance: float = 0.1  # relative depth agreement of the target (visibility check)
 
     def __post_init__(self) -> None:
-        for name in ("mickey_weight", "epipolar_weight", "triangulation_weight", "keypoint_epipolar_weight"):
+        for name in ("mickey_weight", "epipolar_weight", "triangulation_weight", "keypoint_epipolar_weight",
+                     "depth_weight", "reprojection_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"aux.{name}: expected a non-negative number, got {value!r}")
         for name in ("epipolar_temperature", "epipolar_scale_px", "triangulation_max_epipolar_px",
-                     "triangulation_min_angle_deg"):
+                     "triangulation_min_angle_deg", "reprojection_radius_px", "reprojection_depth_tolerance"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise InputError(f"aux.{name}: expected a positive number, got {value!r}")
 
     @property
     def active(self) -> bool:
-        return bool(self.epipolar_weight or self.triangulation_weight or self.keypoint_epipolar_weight)
+        return bool(self.epipolar_weight or self.triangulation_weight or self.keypoint_epipolar_weight
+                    or self.depth_weight or self.reprojection_weight)
 
 
 @dataclass
@@ -129,23 +142,87 @@ def triangulate(x0: torch.Tensor, x1: torch.Tensor, K0: torch.Tensor, K1: torch.
     return z0, z1, torch.rad2deg(torch.arccos(cos))
 
 
+def sample_depth(depth_map: torch.Tensor, kpts: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W]`` depth image at ``[B, N, 2]`` pixels (nearest pixel, centres at integers) -> ``[B, N]``."""
+    B, H, W = depth_map.shape
+    col = kpts[..., 0].round().long().clamp(0, W - 1)
+    row = kpts[..., 1].round().long().clamp(0, H - 1)
+    return depth_map.reshape(B, H * W).gather(1, row * W + col)
+
+
+def reprojection_targets(kpts_s: torch.Tensor, depth_s: torch.Tensor, kpts_d: torch.Tensor, depth_d: torch.Tensor,
+                         K_s: torch.Tensor, K_d: torch.Tensor, T_sd: torch.Tensor, radius_px: float,
+                         depth_tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each source keypoint, the destination keypoint at its reprojection (no gradient).
+
+    Args:
+        kpts_s: ``[B, Ns, 2]`` px, depth_s: ``[B, Ns]`` m (source view); kpts_d, depth_d: destination view.
+        K_s, K_d: ``[B, 3, 3]``; T_sd: ``[B, 4, 4]`` source -> destination camera (metres).
+        radius_px: largest distance of the chosen keypoint to the reprojection.
+        depth_tolerance: largest ``|d_dst - z| / z`` of the chosen keypoint (occlusion check).
+
+    Returns:
+        ``(target [B, Ns] index into the destination keypoints, ok [B, Ns] bool)``.
+    """
+    rays = torch.cat([kpts_s, torch.ones_like(kpts_s[..., :1])], -1) @ torch.linalg.inv(K_s).transpose(-1, -2)
+    X = (rays * depth_s[..., None]) @ T_sd[..., :3, :3].transpose(-1, -2) + T_sd[..., None, :3, 3]
+    z = X[..., 2]
+    uvw = X @ K_d.transpose(-1, -2)
+    uv = uvw[..., :2] / uvw[..., 2:].clamp(min=1e-9)
+    dist = torch.cdist(uv, kpts_d)  # [B, Ns, Nd]
+    best, target = dist.min(-1)
+    agree = (depth_d.gather(1, target) - z).abs() <= depth_tolerance * z
+    return target, (z > MIN_TRIANGULATED_DEPTH_M) & (best <= radius_px) & agree & torch.isfinite(best)
+
+
 def aux_loss(out0: Any, out1: Any, K0: torch.Tensor, K1: torch.Tensor, T_0to1: torch.Tensor,
-             config: AuxConfig) -> AuxOutput:
+             config: AuxConfig, depth0: torch.Tensor | None = None,
+             depth1: torch.Tensor | None = None) -> AuxOutput:
     """The weighted auxiliary terms of a batch.
 
     Args:
         out0, out1: network outputs with ``kpts``, ``depth``, ``descriptors`` (see the module docstring).
         K0, K1: ``[B, 3, 3]`` network-input intrinsics; T_0to1: ``[B, 4, 4]`` ground truth.
         config: weights and thresholds.
+        depth0, depth1: ``[B, H, W]`` registered sensor depth (metres, NaN = unknown), for ``depth_weight``.
 
     Returns:
         :class:`AuxOutput`.
+
+    Raises:
+        InputError: ``depth_weight`` without depth images.
     """
     zero = out0.depth.sum() * 0.0
     if not config.active:
         return AuxOutput(zero)
+    if config.depth_weight and (depth0 is None or depth1 is None):
+        raise InputError("aux.depth_weight: needs registered depth images in the batch; set data.depth_topic")
     with torch.autocast(device_type=out0.depth.device.type, enabled=False):
-        return _aux_loss(out0, out1, K0.double(), K1.double(), T_0to1.double(), config, zero)
+        out = _aux_loss(out0, out1, K0.double(), K1.double(), T_0to1.double(), config, zero)
+        if depth0 is not None and depth1 is not None:
+            out = _with_depth(out, out0, out1, depth0, depth1, config)
+    return out
+
+
+def _with_depth(out: AuxOutput, out0: Any, out1: Any, depth0: torch.Tensor, depth1: torch.Tensor,
+                cfg: AuxConfig) -> AuxOutput:
+    """Adds the sensor-depth term (when weighted) and its diagnostics (always, when depth is given)."""
+    errs, ratios = [], []
+    for o, gt in ((out0, depth0), (out1, depth1)):
+        z = sample_depth(gt.to(o.depth.device).float(), o.kpts.detach())
+        ok = torch.isfinite(z) & (z > 0)
+        pred = o.depth.double().clamp(min=DEPTH_FLOOR_M)[ok]
+        errs.append((pred.log() - z[ok].double().log()).abs())
+        ratios.append((pred / z[ok].double()).detach())
+    err = torch.cat(errs)
+    total = out.total
+    if err.numel():
+        out.scalars["aux_sensor_depth_ratio"] = float(torch.cat(ratios).median())
+        out.scalars["aux_sensor_depth_logerr"] = float(err.detach().mean())
+        if cfg.depth_weight:
+            total = total + cfg.depth_weight * err.mean().to(total.dtype)
+    out.scalars["aux_total"] = float(total.detach())
+    return AuxOutput(total, out.scalars)
 
 
 def _aux_loss(out0: Any, out1: Any, K0: torch.Tensor, K1: torch.Tensor, T: torch.Tensor, cfg: AuxConfig,
@@ -163,6 +240,22 @@ def _aux_loss(out0: Any, out1: Any, K0: torch.Tensor, K1: torch.Tensor, T: torch
         epi = (term / 2).mean()
         total = total + cfg.epipolar_weight * epi
         scalars["aux_epipolar"] = float(epi.detach())
+    if cfg.reprojection_weight:
+        T_inv = torch.linalg.inv(T)
+        terms, found = [], 0
+        for logp, src, dst, Ks, Kd, Tsd in ((sim.log_softmax(-1), out0, out1, K0, K1, T),
+                                            (sim.transpose(-1, -2).log_softmax(-1), out1, out0, K1, K0, T_inv)):
+            target, ok = reprojection_targets(src.kpts.detach().double(), src.depth.detach().double(),
+                                              dst.kpts.detach().double(), dst.depth.detach().double(), Ks, Kd, Tsd,
+                                              cfg.reprojection_radius_px, cfg.reprojection_depth_tolerance)
+            found += int(ok.sum())
+            if bool(ok.any()):
+                terms.append(-logp.gather(-1, target[..., None]).squeeze(-1)[ok].double())
+        if terms:
+            rep = torch.cat(terms).mean()
+            total = total + cfg.reprojection_weight * rep
+            scalars["aux_reprojection"] = float(rep.detach())
+        scalars["aux_reprojection_targets"] = found / B
     with torch.no_grad():  # mutual nearest neighbours and their epipolar distance (also a pose-only diagnostic)
         j_of_i = sim.argmax(-1)  # [B, N0]
         i_of_j = sim.argmax(-2)  # [B, N1]

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "root": "",  # mapfree: data root with train/ val/ test/
         "image_topic": "/camera/image_raw",
         "info_topic": "/camera/camera_info",
+        "depth_topic": "",  # registered depth (32FC1 m / 16UC1 mm) for aux.depth_weight and depth metrics; "" = none
         "pose_source": "tf",  # tf | pose_stamped | odometry
         "pose_topic": "",  # PoseStamped / Odometry topic
         "world_frame": "map",

@@ -226,7 +226,8 @@ class Trainer:
         lo = mickey_loss(P.float(), out0.kpts, out1.kpts, out0.depth, out1.depth, K0, K1,
                          batch["Kori_color0"].to(dev), batch["Kori_color1"].to(dev), T_0to1, self.loss_cfg,
                          self.topk(), gens) if self.aux_cfg.mickey_weight > 0 else None
-        ao = aux_loss(out0, out1, K0, K1, T_0to1, self.aux_cfg)  # pose-only auxiliary terms (0 when off)
+        ao = aux_loss(out0, out1, K0, K1, T_0to1, self.aux_cfg,  # auxiliary terms (0 when off)
+                      batch.get("depth0"), batch.get("depth1"))
         total = ao.total if lo is None else self.aux_cfg.mickey_weight * lo.surrogate + ao.total
         self.opt.zero_grad(set_to_none=True)
         grad_norm = self._backward_and_step(total, lo)

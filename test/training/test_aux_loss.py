@@ -135,3 +135,33 @@ def test_off_by_default_and_config_checks():
         AuxConfig(epipolar_weight=-1.0)
     with pytest.raises(InputError, match=r"aux\.epipolar_scale_px: expected a positive number"):
         AuxConfig(epipolar_scale_px=0.0)
+
+
+def test_reprojection_targets_find_the_true_match_and_reject_occluded_or_far_ones():
+    from training.aux_loss import reprojection_targets
+
+    K0, K1, T, x0, x1, z0, z1 = _scene()
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(3))
+    x1p, z1p = x1[:, perm], z1[:, perm]  # destination keypoints in another order
+    target, ok = reprojection_targets(x0, z0, x1p, z1p, K0, K1, T, 2.0, 0.1)
+    assert bool(ok.all()) and torch.equal(perm[target[0]], torch.arange(40))
+    z1o = z1p.clone()
+    z1o[0, 0] *= 0.5  # the destination point is much closer: it occludes the reprojected one
+    target, ok = reprojection_targets(x0, z0, x1p, z1o, K0, K1, T, 2.0, 0.1)
+    assert not bool(ok[0, perm[0]]) and int(ok.sum()) == 39
+    target, ok = reprojection_targets(x0, z0 * 1.5, x1p, z1p, K0, K1, T, 2.0, 0.1)  # wrong depth: far from any
+    assert int(ok.sum()) < 10
+
+
+def test_reprojection_term_is_the_cross_entropy_of_the_true_match():
+    K0, K1, T, x0, x1, z0, z1 = _scene()
+    desc = _descriptors(40)
+    cfg = AuxConfig(reprojection_weight=1.0, epipolar_temperature=0.1)
+    o0, o1 = _outputs(x0, z0, desc), _outputs(x1, z1, desc)
+    out = aux_loss(o0, o1, K0, K1, T, cfg)
+    sim = desc[0] @ desc[0].T / 0.1
+    expected = (-(sim.log_softmax(-1).diagonal()).mean() - (sim.T.log_softmax(-1).diagonal()).mean()) / 2
+    assert out.scalars["aux_reprojection"] == pytest.approx(float(expected), rel=1e-5)
+    assert out.scalars["aux_reprojection_targets"] == 80
+    out.total.backward()
+    assert float(o0.descriptors.grad.abs().sum()) > 0 and o0.depth.grad is None or float(o0.depth.grad.abs().sum()) == 0

@@ -71,4 +71,4 @@ def build_dataset(cfg: dict, split: str, run_dir: Path) -> Dataset | None:
         min_baseline_m=d["min_baseline_m"], max_baseline_m=d["max_baseline_m"], max_angle_deg=d["max_angle_deg"],
         within_recording=d["within_recording"], across_recordings=d["across_recordings"],
         max_pairs_per_place=d["max_pairs_per_place"], seed=cfg["train"]["seed"]))
-    return BagPairDataset(index, pairs, resize=d["resize"])
+    return BagPairDataset(index, pairs, resize=d["resize"], depth_topic=d["depth_topic"] or None)

@@ -10,6 +10,9 @@ Both return the same item (the official loader's keys, ``shared/reference/offici
 * ``T_0to1``: ``[4, 4]`` float32, camera-0 points into camera 1 (metres); NaN where poses are unknown
   (Map-free test split).
 * ``pair_id`` (int), ``pair_names`` (two strings), ``scene_id`` (str: the place / Map-free scene).
+* bags with ``depth_topic`` only: ``depth0``, ``depth1``: ``[H, W]`` float32 metres along the optical axis of the
+  returned image (nearest-neighbour resize, same crop), NaN where unknown. Registered depth only: the depth
+  image has the colour image's size and header stamp (32FC1 metres or 16UC1 millimetres, 0 = unknown).
 
 Images are decoded in ``__getitem__`` (DataLoader workers). Bag readers are opened lazily per process and
 kept in a small per-dataset cache; the dataset pickles without them.
@@ -33,6 +36,41 @@ from mickey_ros.ros.convert import message_to_rgb
 from training.data.bag_index import BagIndex, Frame, Pair, open_bag, topic_connections
 
 MAX_OPEN_BAGS = 4  # open readers kept per worker process
+DEPTH_WINDOW_NS = 100_000_000  # depth messages are looked for within +-0.1 s (bag time) of their colour image
+
+
+def decode_depth(msg: Any, where: str) -> np.ndarray:
+    """sensor_msgs/Image 32FC1 (metres) or 16UC1 (millimetres) -> float32 ``[H, W]`` metres, NaN = unknown.
+
+    Raises:
+        DatasetError: another encoding, or a data size that does not fit ``height x step``.
+    """
+    encoding = str(msg.encoding).lower()
+    kinds = {"32fc1": ("f4", 1.0), "16uc1": ("u2", 1e-3), "mono16": ("u2", 1e-3)}
+    if encoding not in kinds:
+        raise DatasetError(f"{where}: expected a depth image with encoding 32FC1 (metres) or 16UC1 (millimetres), "
+                           f"got {msg.encoding!r}")
+    kind, scale = kinds[encoding]
+    itemsize = int(kind[1])
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if step < w * itemsize or data.size < h * step:
+        raise DatasetError(f"{where}: depth data of {data.size} bytes does not fit {w}x{h} with step {step}")
+    dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
+    rows = data[: h * step].reshape(h, step)[:, : w * itemsize]
+    depth = rows.copy().view(dtype).reshape(h, w).astype(np.float32) * np.float32(scale)
+    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return depth
+
+
+def prepare_depth(depth: np.ndarray, resize: tuple[int, int] | None) -> torch.Tensor:
+    """Depth ``[H, W]`` -> ``[H', W']`` float32 as :func:`prepare_view` does to the image (nearest resize, crop)."""
+    height, width = depth.shape
+    if resize is not None and (int(resize[0]), int(resize[1])) != (width, height):
+        depth = cv2.resize(depth, (int(resize[0]), int(resize[1])), interpolation=cv2.INTER_NEAREST)
+        height, width = depth.shape
+    crop_h, crop_w = crop_to_multiple(height, width)
+    return torch.from_numpy(np.array(depth[:crop_h, :crop_w], dtype=np.float32, copy=True))
 
 
 def prepare_view(rgb: np.ndarray, K: np.ndarray, resize: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,8 +138,10 @@ class BagPairDataset(_PairDataset):
         resize: optional ``(W, H)``.
     """
 
-    def __init__(self, index: BagIndex, pairs: Sequence[Pair], resize: Sequence[int] | None = None) -> None:
+    def __init__(self, index: BagIndex, pairs: Sequence[Pair], resize: Sequence[int] | None = None,
+                 depth_topic: str | None = None) -> None:
         self.index, self.pairs = index, list(pairs)
+        self.depth_topic = depth_topic or None
         if not self.pairs:
             raise DatasetError("BagPairDataset: no pairs")
         self.resize = _check_resize(resize)
@@ -166,6 +206,48 @@ class BagPairDataset(_PairDataset):
             raise DatasetError(f"{where}: expected a {frame.width}x{frame.height} image as in its CameraInfo, "
                                f"got {rgb.shape[1]}x{rgb.shape[0]}")
         return rgb
+
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        """The registered depth image (float32 ``[H, W]`` metres) sharing ``frame``'s header stamp.
+
+        Raises:
+            DatasetError: no depth message with that stamp near the frame, wrong encoding or size.
+        """
+        assert self.depth_topic is not None
+        reader = self._reader(frame.bag)
+        where = f"bag {frame.bag} {self.depth_topic} at stamp {frame.stamp_ns} ns"
+        conns = topic_connections(reader, Path(frame.bag), self.depth_topic, "depth")
+        msgs = reader.messages(connections=conns, start=frame.log_time_ns - DEPTH_WINDOW_NS,
+                               stop=frame.log_time_ns + DEPTH_WINDOW_NS + 1)
+        depth = None
+        try:
+            for conn, log_time, raw in msgs:
+                msg = reader.deserialize(raw, conn.msgtype)
+                stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+                if (stamp or log_time) == frame.stamp_ns:
+                    depth = decode_depth(msg, where)
+                    break
+        except DatasetError:
+            raise
+        except Exception as err:  # noqa: BLE001 - corrupt chunk / undecodable message
+            raise DatasetError(f"{where}: cannot read the depth image: {err}") from err
+        finally:
+            msgs.close()
+        if depth is None:
+            raise DatasetError(f"{where}: no depth image with the colour image's stamp within 0.1 s (data.depth_topic "
+                               "needs registered depth, stamped like the colour images)")
+        if depth.shape != (frame.height, frame.width):
+            raise DatasetError(f"{where}: expected registered depth of the colour image's size {frame.width}x"
+                               f"{frame.height}, got {depth.shape[1]}x{depth.shape[0]}")
+        return depth
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        item = super().__getitem__(idx)
+        if self.depth_topic is not None:
+            pair = self.pairs[idx]
+            for k, frame_index in enumerate((pair.frame0, pair.frame1)):
+                item[f"depth{k}"] = prepare_depth(self.read_depth(self.index.frames[frame_index]), self.resize)
+        return item
 
     def _views(self, idx: int):
         pair = self.pairs[idx]

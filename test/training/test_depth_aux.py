@@ -1,0 +1,95 @@
+"""RGB-D bags: registered depth in the dataset items and the (off by default) sensor-depth auxiliary term."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("rosbags.rosbag2")
+pytest.importorskip("skimage.data")
+
+from mickey_ros.errors import DatasetError, InputError  # noqa: E402
+from training import config as config_mod  # noqa: E402
+from training.aux_loss import AuxConfig, aux_loss, sample_depth  # noqa: E402
+from training.data.build import build_dataset  # noqa: E402
+from training.data.datasets import decode_depth  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rgbd(tmp_path_factory):
+    from training.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("rgbd")
+    generate(root / "train", scenes=1, frames=5, width=168, height=126, seed=9, depth=True)
+    return root / "train"
+
+
+def _cfg(root, tmp, *extra):
+    return config_mod.resolve(None, [f"data.train=[{root}]", "data.max_baseline_m=3.0", "data.max_angle_deg=60.0",
+                                     f"data.cache_dir={tmp}", *extra])
+
+
+def _image(encoding, array, bigendian=False):
+    raw = array.astype(array.dtype.newbyteorder(">" if bigendian else "<")).tobytes()
+    h, w = array.shape
+    return SimpleNamespace(encoding=encoding, height=h, width=w, step=w * array.itemsize, is_bigendian=bigendian,
+                           data=np.frombuffer(raw, np.uint8))
+
+
+def test_decode_depth_metres_millimetres_and_unknowns():
+    m = np.array([[1.5, np.nan], [0.0, 2.25]], np.float32)
+    out = decode_depth(_image("32FC1", m), "d")
+    assert out[0, 0] == 1.5 and out[1, 1] == 2.25 and np.isnan(out[0, 1]) and np.isnan(out[1, 0])
+    mm = np.array([[1500, 0], [65535, 250]], np.uint16)
+    out = decode_depth(_image("16UC1", mm, bigendian=True), "d")
+    assert out[0, 0] == pytest.approx(1.5) and np.isnan(out[0, 1]) and out[1, 1] == pytest.approx(0.25)
+    with pytest.raises(DatasetError, match=r"d: expected a depth image with encoding 32FC1 \(metres\) or 16UC1"):
+        decode_depth(_image("rgb8", np.zeros((2, 2), np.uint8)), "d")
+
+
+def test_items_carry_the_registered_depth_that_the_generator_ray_cast(rgbd, tmp_path):
+    from training.data.synthetic_render import cast_depth, make_scene
+
+    ds = build_dataset(_cfg(rgbd, tmp_path, "data.depth_topic=/camera/depth/image_raw"), "train", tmp_path)
+    item = ds[0]
+    assert item["depth0"].shape == item["image0"].shape[1:] and item["depth0"].dtype == torch.float32
+    scene_dir = Path(item["pair_names"][0].split("/")[0])
+    record = json.loads((rgbd / scene_dir / "scene.json").read_text())
+    scene = make_scene(np.random.default_rng((record["seed"], record["scene_index"])))
+    rec, stamp = item["pair_names"][0].split("/")[1], int(item["pair_names"][0].split("@")[1])
+    T = next(np.array(f["T_map_camera"]) for f in record["recordings"][rec]["frames"] if f["stamp_ns"] == stamp)
+    uv = np.array([[10.0, 12.0], [80.0, 60.0], [150.0, 100.0]])
+    expected = cast_depth(scene, np.array(record["K"]), T, uv)
+    got = item["depth0"].numpy()[uv[:, 1].astype(int), uv[:, 0].astype(int)]
+    assert np.allclose(got, expected, rtol=1e-5)
+    assert "depth0" not in build_dataset(_cfg(rgbd, tmp_path), "train", tmp_path)[0]  # off by default
+
+
+def test_missing_depth_topic_is_one_clear_error(rgbd, tmp_path):
+    ds = build_dataset(_cfg(rgbd, tmp_path, "data.depth_topic=/nope"), "train", tmp_path)
+    with pytest.raises(DatasetError, match=r"depth topic /nope not found \(topics: "):
+        ds[0]
+
+
+def test_sensor_depth_term_is_the_mean_log_error_and_needs_depth():
+    kpts = torch.tensor([[[0.2, 0.4], [2.6, 1.0], [1.0, 1.0]]])
+    depth_map = torch.tensor([[[1.0, 2.0, 4.0], [1.0, 8.0, 2.0]]])  # [1, 2, 3]
+    assert sample_depth(depth_map, kpts).tolist() == [[1.0, 2.0, 8.0]]
+    depth_map[0, 1, 1] = float("nan")  # unknown: left out
+    out = SimpleNamespace(kpts=kpts, depth=torch.tensor([[2.0, 2.0, 5.0]], requires_grad=True),
+                          descriptors=torch.nn.functional.normalize(torch.randn(1, 3, 8), dim=-1))
+    K = torch.tensor([[[100.0, 0, 1.5], [0, 100.0, 1.0], [0, 0, 1]]])
+    T = torch.eye(4)[None].clone()
+    T[0, 0, 3] = 0.3
+    res = aux_loss(out, out, K, K, T, AuxConfig(depth_weight=1.0), depth_map, depth_map)
+    assert float(res.total.detach()) == pytest.approx(np.log(2.0) / 2, rel=1e-6)  # |log 2/1|, |log 2/2|, both views
+    assert res.scalars["aux_sensor_depth_ratio"] == 1.0  # ratios {2, 1, 2, 1}: the lower median
+    res.total.backward()
+    assert out.depth.grad[0, 0] > 0 and out.depth.grad[0, 2] == 0
+    with pytest.raises(InputError, match=r"aux\.depth_weight: needs registered depth images in the batch; set "
+                                         r"data\.depth_topic"):
+        aux_loss(out, out, K, K, T, AuxConfig(depth_weight=1.0))
