@@ -2,6 +2,10 @@
 
     python training/evaluate.py --checkpoint run/checkpoints/best.ckpt --data DIR [--kind bags|mapfree]
         [--split val] [--out OUT_DIR] [--resize W H] [--max-pairs N] [--device auto] [--seed 0]
+        [--config FILE] [--set section.key=value ...] [--sample N]
+
+``--checkpoint default`` evaluates the bundled default network. ``--sample N``: a seeded random subset of N pairs.
+With ``--set data.depth_topic=...`` (RGB-D bags) the predicted depth at the keypoints is compared with the sensor's.
 
 ``--kind mapfree``: ``DIR`` is a Map-free root; the pairs are the benchmark's (reference vs every 5th query),
 the submission zip is scored by :func:`mickey_ros.mapfree.evaluate_submission` (the benchmark's own rules).
@@ -26,15 +30,44 @@ if __package__ in (None, ""):  # run as a script: make `training` and `mickey_ro
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mickey_ros.errors import MickeyError  # noqa: E402
+from mickey_ros.errors import InputError, MickeyError  # noqa: E402
 from mickey_ros.geometry.metrics import pose_errors, vcre  # noqa: E402
 from mickey_ros.geometry.pose_eval import KEYS as SUMMARY_KEYS, summarize_poses  # noqa: E402
 from mickey_ros.mapfree import aggregate_results, write_submission  # noqa: E402
 
 
+def sample_pairs(num_pairs: int, sample: int, seed: int) -> list[int]:
+    """A seeded random subset of ``sample`` pair indices out of ``num_pairs`` (all of them if fewer), sorted."""
+    if sample >= num_pairs:
+        return list(range(num_pairs))
+    return sorted(np.random.default_rng(seed).choice(num_pairs, size=sample, replace=False).tolist())
+
+
+def depth_summary(net: Any, item: dict[str, Any], device: Any) -> list[tuple[float, float]]:
+    """Per view of a pair with sensor depth: (median predicted / sensor depth, Pearson correlation of the log
+    depths) over the keypoints with a valid sensor depth (nearest pixel)."""
+    from training.aux_loss import sample_depth
+
+    rows = []
+    for k in (0, 1):
+        out = net(item[f"image{k}"][None].to(device))
+        z = sample_depth(item[f"depth{k}"][None].to(device), out.kpts)[0]
+        d = out.depth[0]
+        ok = torch.isfinite(z) & (z > 0) & (d > 0)
+        if int(ok.sum()) < 3:
+            continue
+        ld, lz = d[ok].double().log(), z[ok].double().log()
+        corr = float(torch.corrcoef(torch.stack([ld, lz]))[0, 1])
+        rows.append((float((d[ok] / z[ok]).median()), corr))
+    return rows
+
+
 def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,
+                     indices: list[int] | None = None,
                      ) -> tuple[dict[str, Any], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
-    """Run the Relocalizer on the dataset's pairs (the first ``max_pairs``) and score them as Map-free does.
+    """Run the Relocalizer on the dataset's pairs (``indices``, else the first ``max_pairs``) and score them as
+    Map-free does. Items with sensor depth (``depth0``/``depth1``) add ``depth_ratio_median`` and
+    ``depth_logcorr_median`` (predicted vs sensor depth at the keypoints, over images).
 
     Camera 0 is the reference (identity pose), so a pair's ground truth ``T_0to1`` is the query's
     world-to-camera pose; VCRE uses the query's network-input K and image size.
@@ -53,9 +86,12 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     failures = 0
     summary_rows: dict[str, list[Any]] = {"T_est": [], "T_gt": [], "K": [], "size": [], "confidence": []}
     count = len(dataset) if max_pairs is None else min(len(dataset), max_pairs)
+    depth_rows: list[tuple[float, float]] = []
     with torch.no_grad():
-        for i in range(count):
+        for i in (range(count) if indices is None else indices):
             item = dataset[i]
+            if "depth0" in item:
+                depth_rows += depth_summary(reloc.net, item, reloc.device)
             scene = _scene_name(item["scene_id"])
             res = reloc.estimate(item["image0"], item["K_color0"].numpy(), item["image1"], item["K_color1"].numpy())
             rows = per_scene.setdefault(scene, {"trans_err": [], "rot_err": [], "reproj_err": [], "confidence": []})
@@ -80,6 +116,9 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     if summary_rows["T_gt"]:
         metrics.update(summarize_poses(summary_rows["T_est"], summary_rows["T_gt"], summary_rows["K"],
                                        summary_rows["size"], summary_rows["confidence"]))
+    if depth_rows:
+        metrics["depth_ratio_median"] = float(np.median([r for r, _ in depth_rows]))
+        metrics["depth_logcorr_median"] = float(np.median([c for _, c in depth_rows]))
     return metrics, estimates
 
 
@@ -104,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", help="training config (data topics/pair limits for --kind bags)")
+    parser.add_argument("--sample", type=int, help="evaluate a random subset of this many pairs (seeded by --seed)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override, e.g. --set data.max_angle_deg=30 (repeatable)")
     args = parser.parse_args(argv)
     try:
         metrics = run(args)
@@ -122,17 +164,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from training.data.build import build_dataset
 
     out = Path(args.out)
-    net = load_checkpoint(args.checkpoint, backbone_weights=args.backbone_weights or None)
+    if args.checkpoint == "default":
+        from mickey_ros.model.default import load_default_network
+
+        net = load_default_network()
+    else:
+        net = load_checkpoint(args.checkpoint, backbone_weights=args.backbone_weights or None)
     overrides = [f"data.kind={args.kind}", f"data.resize={list(args.resize) if args.resize else 'null'}"]
     if args.kind == "mapfree":
         overrides.append(f"data.root={args.data}")
     else:
         overrides.append(f"data.{'val' if args.split != 'train' else 'train'}=[{args.data}]")
-    cfg = config_mod.resolve(args.config, overrides)
+    cfg = config_mod.resolve(args.config, overrides + list(args.set))
     dataset = build_dataset(cfg, "val" if args.split != "train" else "train", out)
-    metrics, estimates = evaluate_dataset(net, dataset, resolve_device(args.device), args.seed, args.max_pairs)
+    if args.sample is not None and args.sample < 1:
+        raise InputError(f"--sample: expected a positive number of pairs, got {args.sample}")
+    indices = sample_pairs(len(dataset), args.sample, args.seed) if args.sample else None
+    metrics, estimates = evaluate_dataset(net, dataset, resolve_device(args.device), args.seed, args.max_pairs,
+                                          indices)
     write_submission(out / "submission.zip", estimates)
-    if args.kind == "mapfree" and args.max_pairs is None:  # the benchmark's own scoring of the zip
+    if args.kind == "mapfree" and args.max_pairs is None and indices is None:  # the benchmark's own scoring of the zip
         summary = {k: v for k, v in metrics.items() if k in SUMMARY_KEYS or k == "identity"}
         metrics = {**evaluate_submission(out / "submission.zip", Path(args.data), args.split), **summary}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
