@@ -78,6 +78,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "device": "auto",  # auto | cpu | cuda | cuda:N (DDP: the local rank's GPU)
         "precision": "auto",  # auto (bf16 autocast on CUDA) | fp32 | bf16 | fp16 (official; with a GradScaler)
         "progress": True,
+        "freeze_batchnorm": False,  # BatchNorm layers in eval mode while training (train as the network runs)
+        "recalibrate_batchnorm": 0,  # before step 0: re-estimate BatchNorm statistics over this many batches
     },
 }
 

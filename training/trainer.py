@@ -181,7 +181,8 @@ class Trainer:
         # fp16 (the official backbone precision) needs loss scaling against gradient underflow in the backbone
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         torch.manual_seed(t["seed"])
-        self.net = build_network(cfg).to(self.device).train()
+        self.net = build_network(cfg).to(self.device)
+        self._train_mode()
         # DINOv2's mask_token is never used by MicKey's forward: a trainable unused parameter would keep DDP from
         # ever finishing its gradient reduction (gradients silently not averaged), so it is frozen here.
         self.net.backbone.mask_token.requires_grad_(False)
@@ -331,8 +332,47 @@ class Trainer:
         return DataLoader(dataset, batch_sampler=batches, num_workers=workers, persistent_workers=False,
                           pin_memory=self.device.type == "cuda")
 
+    def _train_mode(self) -> None:
+        """Train mode; with ``train.freeze_batchnorm`` the BatchNorm layers stay in eval mode (they use and keep their
+        running statistics, so the network trains as it will run)."""
+        self.net.train()
+        if self.cfg["train"]["freeze_batchnorm"]:
+            for m in self.net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def recalibrate_batchnorm(self, dataset: Dataset, num_batches: int) -> int:
+        """Re-estimate every BatchNorm's running statistics as the exact average over ``num_batches`` training
+        batches (no gradients, weights unchanged): running statistics that fit the current weights.
+
+        Returns:
+            The number of batches used.
+        """
+        t = self.cfg["train"]
+        order = epoch_order(dataset, self.cfg, 0)
+        batches = epoch_batches(order, t["batch_size"], self.rank, self.world)[:num_batches]
+        bns = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        self.net.train()
+        used = 0
+        with torch.no_grad():
+            for batch in self._loader(dataset, batches):
+                images = torch.cat([batch["image0"], batch["image1"]]).to(self.device)  # as a training step sees them
+                self.net.forward_heads(self.net.backbone_features(images))
+                used += 1
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        self._train_mode()
+        log.info("BatchNorm statistics re-estimated over %d batches", used)
+        return used
+
     def fit(self, train_ds: Dataset, val_ds: Dataset | None = None) -> dict[str, Any]:
         t = self.cfg["train"]
+        if t["recalibrate_batchnorm"] and self.step == 0:
+            self.recalibrate_batchnorm(train_ds, t["recalibrate_batchnorm"])
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_mod.save(self.cfg, self.run_dir / "config.yaml")
@@ -412,7 +452,7 @@ class Trainer:
             metrics, _ = evaluate_dataset(self.net, val_ds, device=self.device, seed=self.cfg["train"]["seed"],
                                           max_pairs=self.cfg["train"]["val_max_pairs"])
         finally:
-            self.net.train()
+            self._train_mode()
         with self.metrics_file.open("a") as f:
             f.write(json.dumps({"step": self.step, "epoch": self.epoch, "val": metrics}) + "\n")
         if self.writer is not None:

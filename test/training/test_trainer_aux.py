@@ -71,3 +71,32 @@ def test_combined_stage_adds_the_weighted_terms(bags, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_mod, "mickey_loss", spy)
     scalars = trainer.train_step(batch, [0, 1])
     assert seen["called"] and "loss" in scalars and scalars["aux_epipolar"] > 0
+
+
+def test_freeze_batchnorm_keeps_running_statistics_while_training(bags, tmp_path):
+    trainer, batch = _trainer(bags, tmp_path, "aux.mickey_weight=0.0", "aux.epipolar_weight=1.0",
+                              "train.freeze_batchnorm=true")
+    bns = [m for m in trainer.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns) and trainer.net.extractor.dsc_head.att_layer.training
+    before = [m.running_mean.clone() for m in bns]
+    trainer.train_step(batch, [0, 1])
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(bns, before))
+
+
+def test_recalibrated_batchnorm_statistics_are_the_average_over_the_batches(bags, tmp_path):
+    trainer, _ = _trainer(bags, tmp_path, "train.freeze_batchnorm=true")
+    ds = build_dataset(trainer.cfg, "train", tmp_path)
+    stem_bn = trainer.net.backbone.patch_embed.conv0[1]
+    conv = trainer.net.backbone.patch_embed.conv0[0]
+    used = trainer.recalibrate_batchnorm(ds, 2)
+    assert used == 2 and not stem_bn.training  # frozen again afterwards
+    from training.trainer import epoch_batches, epoch_order
+
+    batches = epoch_batches(epoch_order(ds, trainer.cfg, 0), 2, 0, 1)[:2]
+    means = []
+    with torch.no_grad():
+        for idx in batches:
+            b = torch.utils.data.default_collate([ds[i] for i in idx])
+            x = torch.cat([b["image0"], b["image1"]])
+            means.append(conv(x).mean(dim=(0, 2, 3)))
+    assert torch.allclose(stem_bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
