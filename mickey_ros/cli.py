@@ -154,45 +154,62 @@ def cmd_bag(args: argparse.Namespace) -> int:
     from mickey_ros.ros.bag import check_bag, process_bag
 
     topics = {"image0": args.image0, "info0": args.info0, "image1": args.image1, "info1": args.info1}
-    check_bag(args.input, topics)
-    if Path(args.output).exists():
-        raise InputError(f"OUT: {args.output} exists; rosbag2 writers need a new folder")
+    check_bag(args.input, topics, out_path=args.output, overwrite=args.overwrite, slop=args.slop,
+              storage=args.storage)  # fail fast: before the network loads, before any output exists
     device = resolve_device(args.device)
     net = _load_network(args)
     reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
                         resize=tuple(args.resize) if args.resize else None)
     summary = process_bag(args.input, args.output, reloc, topics, prefix=args.prefix, slop=args.slop,
-                          storage=args.storage, frame0=args.frame0, frame1=args.frame1, progress=not args.quiet)
-    for reason in summary.skipped[:10]:
-        log.warning("skipped %s", reason)
-    print(f"mickey-ros bag: {summary.line()}; wrote {args.output}")
+                          storage=args.storage, frame0=args.frame0, frame1=args.frame1, progress=not args.quiet,
+                          overwrite=args.overwrite, debug=args.debug)
+    written = f"wrote {args.output}" if summary.wrote_output else "no output written"
+    print(f"mickey-ros bag: {summary.line()}; {written}")
+    for line in summary.reason_lines():
+        print(f"  {line}")
+    if summary.interrupted is not None:
+        import signal
+
+        kept = (f"{args.output} holds the {summary.processed} pairs processed so far" if summary.wrote_output
+                else "no output written")
+        print(f"mickey-ros bag: interrupted by {signal.Signals(summary.interrupted).name}; {kept}", file=sys.stderr)
+        return 128 + summary.interrupted
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``match`` on the bundled demo pair with the bundled default network, compared with the pair's ground truth."""
-    from mickey_ros.geometry.se3 import rotation_angle_deg
+    """``match`` on the bundled demo pair with the bundled default network, compared with the pair's ground truth
+    and with the "no motion" (identity) pose, the floor an estimate must beat."""
+    from mickey_ros.geometry.pose_eval import pair_errors
 
     demo = Path(__file__).resolve().parent / "data" / "demo"
-    values = {}
+    values, sizes = {}, {}
     for line in (demo / "intrinsics.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, *numbers = line.split()
-            values[name] = numbers[:4]
+            values[name], sizes[name] = numbers[:4], (float(numbers[4]), float(numbers[5]))
     match_args = argparse.Namespace(
         image0=str(demo / "im0.png"), image1=str(demo / "im1.png"), intrinsics0=values["im0.png"],
         intrinsics1=values["im1.png"], checkpoint=None, backbone_weights=None, preset=None, resize=None,
-        device=args.device, precision="auto", seed=args.seed, viz=args.viz, json=args.json)
+        device=args.device, precision="auto", seed=args.seed, viz=args.viz, json=None)
     res = _run_match(match_args)
     gt = np.eye(4)
     gt[:3] = np.loadtxt(demo / "gt_pose.txt").reshape(3, 4)
+    K1 = _intrinsics(values["im1.png"], "intrinsics1")
+    est = pair_errors(res.T_0to1 if res.success else None, gt, K1, *sizes["im1.png"])
+    floor = pair_errors(np.eye(4), gt, K1, *sizes["im1.png"])
     print(f"ground truth t (m) = {gt[:3, 3]}   |t| = {np.linalg.norm(gt[:3, 3]):.4f} m")
-    if not res.success:
-        return EXIT_NO_POSE
-    rot = rotation_angle_deg(res.R, gt[:3, :3])
-    trans = float(np.linalg.norm(res.t - gt[:3, 3]))
-    print(f"error vs ground truth: rotation {rot:.2f} deg, translation {trans:.3f} m")
-    return EXIT_OK
+    print(f"{'':>11}  {'rotation':>9}  {'centre':>8}  {'direction':>9}  {'|t|/|t_gt|':>10}")
+    for label, e in (("estimate", est), ("no motion", floor)):
+        direction = f"{e['trans_dir_err_deg']:7.1f} deg" if np.isfinite(e["trans_dir_err_deg"]) else f"{'n/a':>11}"
+        print(f"{label:>11}  {e['rot_err_deg']:7.2f} deg  {e['trans_err_m']:6.3f} m  {direction}  "
+              f"{e['scale_ratio']:10.3f}")
+    if args.json:
+        out = _pose_dict(res)
+        finite = lambda e: {k: (float(v) if np.isfinite(v) else None) for k, v in e.items()}  # noqa: E731
+        out.update(T_0to1_gt=gt.tolist(), errors=finite(est), no_motion_errors=finite(floor))
+        _write_json(args.json, out, "--json")
+    return EXIT_OK if res.success else EXIT_NO_POSE
 
 
 def cmd_make_interfaces(args: argparse.Namespace) -> int:
@@ -251,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bag", help="run MicKey over a rosbag2 (mcap/sqlite3) and write the outputs to a new bag")
     b.add_argument("input", metavar="IN", help="input rosbag2 folder")
-    b.add_argument("output", metavar="OUT", help="output rosbag2 folder (must not exist)")
+    b.add_argument("output", metavar="OUT", help="output rosbag2 folder (must not exist, see --overwrite)")
     for name, what in (("image0", "Image or CompressedImage of camera 0"), ("info0", "CameraInfo of camera 0"),
                        ("image1", "Image or CompressedImage of camera 1"), ("info1", "CameraInfo of camera 1")):
         b.add_argument(f"--{name}", required=True, metavar="TOPIC", help=what)
@@ -263,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
     b.add_argument("--frame0", help="optical frame id of camera 0 (default: the image header's)")
     b.add_argument("--frame1", help="optical frame id of camera 1")
+    b.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and holds only rosbag2 files")
     b.add_argument("--quiet", action="store_true", help="no progress line")
     b.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     b.set_defaults(func=cmd_bag)

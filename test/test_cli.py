@@ -16,7 +16,7 @@ from mickey_ros.cli import main, read_image
 from mickey_ros.errors import ImageError, IntrinsicsError, MickeyError
 from mickey_ros.geometry.camera import intrinsics_from_values
 
-from conftest import DEMO
+from conftest import DEMO, REPO
 
 INTR = ["250", "250", "147", "112"]
 
@@ -77,11 +77,25 @@ def test_match_without_checkpoint_uses_the_bundled_default(caplog, capsys):
     assert "using the bundled default network" in caplog.text and "randomly" not in caplog.text
 
 
-def test_demo_reports_the_error_against_ground_truth(capsys, tmp_path):
+def test_demo_reports_the_error_beside_the_no_motion_error(capsys, tmp_path):
     assert main(["demo", "--device", "cpu", "--json", str(tmp_path / "p.json")]) == 0
     printed = capsys.readouterr().out
-    assert "ground truth t (m)" in printed and "error vs ground truth: rotation" in printed
-    assert json.loads((tmp_path / "p.json").read_text())["success"] is True
+    assert "ground truth t (m)" in printed
+    rows = {line.split()[0] + (" " + line.split()[1] if line.split()[0] == "no" else ""): line
+            for line in printed.splitlines() if line.strip().startswith(("estimate", "no motion"))}
+    assert set(rows) == {"estimate", "no motion"}
+    data = json.loads((tmp_path / "p.json").read_text())
+    gt = np.asarray(data["T_0to1_gt"])
+    demo = REPO / "mickey_ros" / "data" / "demo"
+    assert np.allclose(gt[:3], np.loadtxt(demo / "gt_pose.txt").reshape(3, 4))
+    floor = data["no_motion_errors"]  # identity: rotation = the ground-truth angle, centre error = |t_gt|
+    angle = np.degrees(np.arccos((np.trace(gt[:3, :3]) - 1) / 2))
+    assert floor["rot_err_deg"] == pytest.approx(angle, abs=1e-4) and floor["scale_ratio"] == 0.0
+    assert floor["trans_err_m"] == pytest.approx(np.linalg.norm(gt[:3, 3]), rel=1e-6)
+    assert floor["trans_dir_err_deg"] is None  # undefined for t = 0
+    est, T = data["errors"], np.asarray(data["T_0to1"])
+    assert est["scale_ratio"] == pytest.approx(np.linalg.norm(T[:3, 3]) / np.linalg.norm(gt[:3, 3]), rel=1e-6)
+    assert f"{floor['rot_err_deg']:7.2f} deg" in rows["no motion"] and f"{est['rot_err_deg']:7.2f} deg" in rows["estimate"]
 
 
 def test_missing_default_weights_is_one_line(monkeypatch, tmp_path, capsys):

@@ -1,109 +1,141 @@
 """Offline bag-to-bag processing: the node's job over a recorded rosbag2 (mcap or sqlite3), no ROS needed.
 
-Reads two camera streams (Image or CompressedImage) and their CameraInfo with rosbags, pairs them with the
-same synchroniser as the node, runs the Relocalizer and writes, per processed pair, a
-``mickey_ros_msgs/msg/RelativePose`` (schema embedded) and, when a pose was found, ``/tf``, the
-PoseWithCovarianceStamped, both keypoint clouds and the inlier count (stamps = input image stamps).
+Reads two camera streams (Image or CompressedImage) and their CameraInfo with rosbags, runs the
+Relocalizer on each pair and writes, per processed pair, a ``mickey_ros_msgs/msg/RelativePose``
+(schema embedded) and, when a pose was found, ``/tf``, the PoseWithCovarianceStamped, both keypoint
+clouds and the inlier count (stamps = input image stamps).
+
+The whole bag is available, so pairing is offline, in two passes (``bag_plan``). Pass 1 reads every
+message's header (and keeps the CameraInfo messages, de-duplicated); each image gets the CameraInfo of
+its camera nearest in stamp (a late-starting driver loses no frames), and camera-0 images are paired
+one-to-one with camera-1 images within ``slop``, closest first. Pass 2 reads the images again and
+processes the planned pairs. Every message, pair or image that is not used is counted in the summary
+with its reason.
+
+Robustness rules: bad arguments and unreadable inputs raise :class:`InputError` before any output is
+written; any error on one pair is a counted skip; the output bag is always closed (``metadata.yaml``
+written), also on an error or SIGINT/SIGTERM after writing started, so what was processed stays readable.
 """
 from __future__ import annotations
 
-import statistics
+import signal
 import sys
-from dataclasses import dataclass, field
+import threading
+import traceback
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from mickey_ros.errors import InputError, MickeyError
+from mickey_ros.errors import InputError
 from mickey_ros.ros import builders
+from mickey_ros.ros.bag_plan import (BagSummary, Plan, Skip, describe, first_line, plan_pairs, read_index,
+                                     read_messages, valid_stamp)
 from mickey_ros.ros.convert import camera_info_to_model, check_image_matches_info, message_to_rgb
 from mickey_ros.ros.interfaces import register_in_typestore
-from mickey_ros.ros.sync import PairSynchronizer
+
+__all__ = ["BagSummary", "Skip", "check_bag", "process_bag", "progress_bar"]
 
 RELATIVE_POSE_TYPE = "mickey_ros_msgs/msg/RelativePose"
-
-
-@dataclass
-class BagSummary:
-    """Counts of a bag run."""
-
-    pairs_found: int = 0
-    processed: int = 0
-    succeeded: int = 0
-    skipped: list[str] = field(default_factory=list)  # one reason per pair that could not be processed
-    confidences: list[float] = field(default_factory=list)
-
-    @property
-    def median_confidence(self) -> float:
-        return statistics.median(self.confidences) if self.confidences else float("nan")
-
-    def line(self) -> str:
-        return (f"pairs found {self.pairs_found}, processed {self.processed}, succeeded {self.succeeded}, "
-                f"skipped {len(self.skipped)}, median confidence {self.median_confidence:.3f}")
-
-
-def _stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+INFO_TYPES = ("sensor_msgs/msg/CameraInfo",)
+STREAM_TYPES = {"image0": IMAGE_TYPES, "info0": INFO_TYPES, "image1": IMAGE_TYPES, "info1": INFO_TYPES}
+# files a rosbag2 writer leaves in its folder (also after a crash); --overwrite replaces only such folders
+_BAG_FILE_NAMES = ("metadata.yaml", "metadata.yaml.tmp")
+_BAG_FILE_SUFFIXES = (".mcap", ".db3", ".db3-shm", ".db3-wal", ".db3-journal", ".mcap.zstd", ".db3.zstd")
 
 
 def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: dict[str, str], *,
                 prefix: str = "/mickey", slop: float = 0.05, storage: str = "mcap",
-                frame0: str | None = None, frame1: str | None = None, progress: bool = True) -> BagSummary:
+                frame0: str | None = None, frame1: str | None = None, progress: bool = True,
+                overwrite: bool = False, debug: bool = False) -> BagSummary:
     """Run the relocaliser over a bag and write the outputs to a new bag.
 
     Args:
         in_path: input rosbag2 folder (mcap or sqlite3).
-        out_path: output bag folder (must not exist).
+        out_path: output bag folder (must not exist unless ``overwrite``).
         reloc: a ``Relocalizer``.
         topics: ``{"image0": ..., "info0": ..., "image1": ..., "info1": ...}`` input topic names.
         prefix: namespace of the output topics (``<prefix>/relative_pose``, ...); ``/tf`` stays ``/tf``.
         slop: seconds allowed between the two cameras' stamps.
         storage: ``mcap`` or ``sqlite3`` for the output.
         frame0, frame1: optical frame ids overriding the images' ``header.frame_id``.
+        progress: print a progress line on stderr.
+        overwrite: replace an existing ``out_path`` that holds only rosbag2 files.
+        debug: print the traceback of unexpected per-pair errors (they are skipped either way).
+
+    Returns:
+        The summary. On SIGINT/SIGTERM (in the main thread) the run stops, the output is closed with the
+        pairs done so far and ``summary.interrupted`` holds the signal number.
 
     Raises:
-        InputError: unreadable/corrupt input bag, missing topic, existing output, bad storage name.
+        InputError: bad arguments or an unreadable input (before any output is written), or the input
+            becoming unreadable part-way (the output is closed first).
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-    if storage not in plugins:
-        raise InputError(f"--storage: expected mcap or sqlite3, got {storage!r}")
     in_path, out_path = Path(in_path), Path(out_path)
-    if out_path.exists():
-        raise InputError(f"OUT: {out_path} exists; rosbag2 writers need a new folder")
+    check_bag(in_path, topics, out_path=out_path, overwrite=overwrite, slop=slop, storage=storage)
+    plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
     ts = get_typestore(Stores.ROS2_HUMBLE)
     register_in_typestore(ts)
     types = builders.MessageTypes.from_typestore(ts)
     summary = BagSummary()
-    reader = _open_reader(in_path, ts)
-    try:
-        by_topic, wanted = _check_topics(reader, in_path, topics)
-        total = sum(by_topic[t].msgcount for t in wanted)
-        sync = PairSynchronizer(slop=slop)
-        with Writer(out_path, version=9, storage_plugin=plugins[storage]) as writer:
-            out = _Outputs(writer, ts, types, prefix)
-            connections = [by_topic[t] for t in wanted]
-            for count, (conn, _, raw) in enumerate(reader.messages(connections=connections), 1):
+    bar = _Progress(progress)
+    with _StopOnSignal() as stop:
+        try:
+            reader = _open_reader(in_path, ts)
+            try:
+                conns = _check_topics(reader, in_path, topics)
+                index = read_index(reader, in_path, conns, summary, lambda done, total: bar.show(
+                    f"{progress_bar(done, total)} reading {done}/{total} messages"))
+                bar.end()
+                plan = plan_pairs(index, topics, int(round(slop * 1e9)), summary)
+                _remove_old_output(out_path)
+                writer = Writer(out_path, version=9, storage_plugin=plugin)
                 try:
-                    msg = reader.deserialize(raw, conn.msgtype)
-                except Exception as err:  # noqa: BLE001
-                    summary.skipped.append(f"{conn.topic}: undecodable message ({_first_line(err)})")
-                    continue
-                pair = sync.add(wanted[conn.topic], _stamp_ns(msg), msg)
-                if pair is not None:
-                    summary.pairs_found += 1
-                    _process_pair(pair, reloc, out, types, summary, frame0, frame1)
-                if progress and (count % 20 == 0 or count == total):
-                    print(f"\r{progress_bar(count, total)} {count}/{total} messages, {summary.processed} pairs",
-                          end="", file=sys.stderr, flush=True)
-            if progress:
-                print(file=sys.stderr)
-    finally:
-        reader.close()
+                    writer.open()
+                except Exception as err:  # noqa: BLE001 - permissions, read-only disk, ...
+                    with suppress(Exception):
+                        _remove_old_output(out_path)  # a folder left half-made is no bag
+                    raise InputError(f"OUT: cannot create {out_path}: {first_line(err)}") from err
+                summary.wrote_output = True
+                try:
+                    out = _Outputs(writer, ts, types, prefix)
+                    _run_pairs(reader, in_path, conns, plan, reloc, out, types, summary, stop,
+                               frames=(frame0, frame1), bar=bar, debug=debug)
+                except InputError as err:
+                    raise InputError(f"{err}; {out_path} holds the {summary.processed} pairs processed before") from err
+                finally:
+                    with stop.deferred():
+                        _finalise(writer)
+            finally:
+                reader.close()
+        except _Interrupted as err:
+            summary.interrupted = err.signum
+        finally:
+            bar.end()
     return summary
+
+
+class _Progress:
+    """The ``\r``-updated progress line on stderr (silent when disabled); ``end`` closes an open line."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self._open = enabled, False
+
+    def show(self, text: str) -> None:
+        if self.enabled:
+            print(f"\r{text}", end="", file=sys.stderr, flush=True)
+            self._open = True
+
+    def end(self) -> None:
+        if self._open:
+            print(file=sys.stderr, flush=True)
+            self._open = False
 
 
 def progress_bar(done: int, total: int, width: int = 30) -> str:
@@ -113,21 +145,36 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
     return f"mickey-ros bag [{'#' * filled}{'.' * (width - filled)}] {100 * frac:3.0f}%"
 
 
-def check_bag(in_path: str | Path, topics: dict[str, str]) -> None:
-    """Open the bag and check the topics exist (fail fast, before a network is loaded).
+def check_bag(in_path: str | Path, topics: dict[str, str], *, out_path: str | Path | None = None,
+              overwrite: bool = False, slop: float = 0.05, storage: str = "mcap") -> None:
+    """Check everything that can be checked before a network is loaded and before any output is written.
+
+    The bag opens, the four topics exist, have messages and the expected types, the two image topics differ,
+    ``slop`` and ``storage`` are valid, and ``out_path`` is new (or, with ``overwrite``, a bag folder that is
+    not the input).
 
     Raises:
-        InputError: unreadable/corrupt bag or a missing topic, in one line.
+        InputError: one line naming the flag (``--image0``, ``OUT``, ...) and what was expected.
     """
     from rosbags.typesys import Stores, get_typestore
 
-    reader = _open_reader(Path(in_path), get_typestore(Stores.ROS2_HUMBLE))
+    if storage not in ("mcap", "sqlite3"):
+        raise InputError(f"--storage: expected mcap or sqlite3, got {storage!r}")
+    if not 0 <= slop < float("inf"):
+        raise InputError(f"--slop: expected seconds >= 0, got {slop!r}")
+    if topics["image0"] == topics["image1"]:
+        raise InputError(f"--image1: same topic as --image0 ({topics['image0']}); expected the two cameras' streams")
+    in_path = Path(in_path)
+    if out_path is not None:
+        _check_output(Path(out_path), in_path, overwrite)
+    reader = _open_reader(in_path, get_typestore(Stores.ROS2_HUMBLE))
     try:
-        _check_topics(reader, Path(in_path), topics)
+        _check_topics(reader, in_path, topics)
     finally:
         reader.close()
 
 
+# -- checks -------------------------------------------------------------------------------------------------------
 def _open_reader(in_path: Path, ts: Any) -> Any:
     from rosbags.highlevel import AnyReader
 
@@ -137,27 +184,116 @@ def _open_reader(in_path: Path, ts: Any) -> Any:
         reader = AnyReader([in_path], default_typestore=ts)
         reader.open()
     except Exception as err:  # noqa: BLE001 - rosbags raises several types for broken bags
-        raise InputError(f"IN: cannot read {in_path} as a rosbag2 (mcap or sqlite3): {_first_line(err)}") from err
+        raise InputError(f"IN: cannot read {in_path} as a rosbag2 (mcap or sqlite3): {first_line(err)}") from err
     return reader
 
 
-def _check_topics(reader: Any, in_path: Path, topics: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    by_topic = {c.topic: c for c in reader.connections}
-    wanted = {}
+def _check_topics(reader: Any, in_path: Path, topics: dict[str, str]) -> dict[str, list[Any]]:
+    """``{stream: [connections]}`` after checking each topic exists, has messages and has the expected type."""
+    by_topic: dict[str, list[Any]] = {}
+    for conn in reader.connections:
+        by_topic.setdefault(conn.topic, []).append(conn)
+    conns = {}
     for stream, topic in topics.items():
+        flag = f"--{stream}"
         if topic not in by_topic:
-            raise InputError(f"--{stream}: topic {topic} is not in {in_path} (topics: {', '.join(sorted(by_topic))})")
-        wanted[topic] = stream
-    return by_topic, wanted
+            raise InputError(f"{flag}: topic {topic} is not in {in_path} (topics: {', '.join(sorted(by_topic))})")
+        for conn in by_topic[topic]:
+            if conn.msgtype not in STREAM_TYPES[stream]:
+                raise InputError(f"{flag}: topic {topic} has type {conn.msgtype}; expected "
+                                 f"{' or '.join(STREAM_TYPES[stream])}")
+        if sum(int(conn.msgcount) for conn in by_topic[topic]) == 0:
+            what = "images" if stream.startswith("image") else "CameraInfo messages (needed to pair the images)"
+            raise InputError(f"{flag}: topic {topic} has no messages in {in_path}; expected {what}")
+        conns[stream] = by_topic[topic]
+    return conns
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
+def _is_bag_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and (
+        path.name in _BAG_FILE_NAMES or path.name.endswith(_BAG_FILE_SUFFIXES))
+
+
+def _check_output(out_path: Path, in_path: Path, overwrite: bool) -> None:
+    if not (out_path.exists() or out_path.is_symlink()):
+        return
+    if not overwrite:
+        raise InputError(f"OUT: {out_path} exists; pass --overwrite to replace it (rosbag2 writers need a new folder)")
+    resolved_out = out_path.resolve()
+    if in_path.resolve() == resolved_out or resolved_out in in_path.resolve().parents:
+        raise InputError(f"OUT: {out_path} is (or holds) the input bag; --overwrite never replaces the input")
+    if out_path.is_symlink() or not out_path.is_dir():
+        raise InputError(f"OUT: {out_path} is not a folder; --overwrite replaces only a rosbag2 folder")
+    others = sorted(p.name for p in out_path.iterdir() if not _is_bag_file(p))
+    if others:
+        raise InputError(f"OUT: {out_path} holds files that are not rosbag2 files ({', '.join(others[:3])}); "
+                         "--overwrite replaces only a rosbag2 folder")
+
+
+def _remove_old_output(out_path: Path) -> None:
+    """Delete the rosbag2 folder ``out_path`` (``check_bag`` allowed it), re-checked file by file just before."""
+    if not out_path.exists():
+        return
+    if out_path.is_symlink() or not out_path.is_dir() or not all(_is_bag_file(p) for p in out_path.iterdir()):
+        raise InputError(f"OUT: {out_path} changed since it was checked; it is no longer a rosbag2 folder")
+    for path in out_path.iterdir():
+        path.unlink()
+    out_path.rmdir()
+
+
+# -- pass 2: processing -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Pair:
+    image0: Any
+    info0: Any
+    image1: Any
+    info1: Any
+    stamp0: int
+    stamp1: int
+
+
+def _run_pairs(reader: Any, in_path: Path, conns: dict[str, list[Any]], plan: Plan, reloc: Any, out: _Outputs,
+               types: builders.MessageTypes, summary: BagSummary, stop: _StopOnSignal, *,
+               frames: tuple[str | None, str | None], bar: _Progress, debug: bool) -> None:
+    cam_of = {id(conn): stream[-1] for stream in ("image0", "image1") for conn in conns[stream]}
+    image_conns = [conn for stream in ("image0", "image1") for conn in conns[stream]]
+    pending: dict[int, dict[str, Any]] = {}
+    taken: set[tuple[str, int]] = set()
+    finished: set[int] = set()
+    done, total = 0, len(plan.pairs)
+    bar.show(f"{progress_bar(0, total)} 0/{total} pairs")
+    if total == 0:
+        return
+    for _, conn, _, raw in read_messages(reader, image_conns, in_path, "processing"):
+        cam = cam_of[id(conn)]
+        try:  # read and checked in pass 1: a failure here was counted there
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamp = valid_stamp(msg)
+        except Exception:  # noqa: BLE001
+            continue
+        slot = plan.slot.get((cam, stamp)) if stamp is not None else None
+        if slot is None or (cam, stamp) in taken:
+            continue
+        taken.add((cam, stamp))
+        pending.setdefault(slot, {})[cam] = msg
+        if len(pending[slot]) < 2:
+            continue
+        images = pending.pop(slot)
+        s0, s1 = plan.pairs[slot]
+        pair = _Pair(images["0"], plan.info[("0", s0)], images["1"], plan.info[("1", s1)], s0, s1)
+        _process_pair(pair, reloc, out, types, summary, stop, frames, debug)
+        finished.add(slot)
+        done += 1
+        bar.show(f"{progress_bar(done, total)} {done}/{total} pairs")
+        if done == total:
+            return
+    for slot, (s0, _) in enumerate(plan.pairs):  # not expected: the bag read differently the second time
+        if slot not in finished:
+            summary.skipped.append(Skip("an image of this pair was not found again in pass 2", f"pair at {s0} ns"))
 
 
 class _Outputs:
-    """Output connections of the bag writer and one ``write`` per message."""
+    """Output connections of the bag writer; ``serialize`` then ``write`` per message."""
 
     def __init__(self, writer: Any, ts: Any, types: builders.MessageTypes, prefix: str) -> None:
         self.writer, self.ts = writer, ts
@@ -173,40 +309,118 @@ class _Outputs:
         self.conns = {k: (writer.add_connection(topic, msgtype, typestore=ts), msgtype)
                       for k, (topic, msgtype) in spec.items()}
 
-    def write(self, key: str, stamp_ns: int, msg: Any) -> None:
-        conn, msgtype = self.conns[key]
-        self.writer.write(conn, stamp_ns, self.ts.serialize_cdr(msg, msgtype))
+    def serialize(self, key: str, msg: Any) -> bytes:
+        return self.ts.serialize_cdr(msg, self.conns[key][1])
+
+    def write(self, key: str, stamp_ns: int, data: bytes) -> None:
+        self.writer.write(self.conns[key][0], stamp_ns, data)
 
 
-def _process_pair(pair: Any, reloc: Any, out: _Outputs, types: builders.MessageTypes, summary: BagSummary,
-                  frame0: str | None, frame1: str | None) -> None:
-    try:
-        image0, image1 = message_to_rgb(pair.image0, "image0"), message_to_rgb(pair.image1, "image1")
-        cam0, cam1 = camera_info_to_model(pair.info0, "camera_info0"), camera_info_to_model(pair.info1, "camera_info1")
-        check_image_matches_info(image0, cam0, "camera_info0")
-        check_image_matches_info(image1, cam1, "camera_info1")
-        if cam0.distorted or cam1.distorted:
-            raise InputError("camera_info: non-zero distortion; record rectified images (image_rect) for now")
-        res = reloc.estimate(image0, cam0.K, image1, cam1.K)
-    except MickeyError as err:
-        summary.skipped.append(f"pair at {pair.stamp0} ns: {err}")
-        return
-    summary.processed += 1
-    f0 = frame0 or pair.image0.header.frame_id or "camera0_optical_frame"
-    f1 = frame1 or pair.image1.header.frame_id or "camera1_optical_frame"
+def _pair_records(pair: _Pair, reloc: Any, out: _Outputs, types: builders.MessageTypes,
+                  frames: tuple[str | None, str | None]) -> tuple[Any, list[tuple[str, int, bytes]]]:
+    """Run one pair and serialise all its output messages (nothing is written yet)."""
+    image0, image1 = message_to_rgb(pair.image0, "image0"), message_to_rgb(pair.image1, "image1")
+    cam0, cam1 = camera_info_to_model(pair.info0, "camera_info0"), camera_info_to_model(pair.info1, "camera_info1")
+    check_image_matches_info(image0, cam0, "camera_info0")
+    check_image_matches_info(image1, cam1, "camera_info1")
+    if cam0.distorted or cam1.distorted:
+        raise InputError("camera_info: non-zero distortion; record rectified images (image_rect) for now")
+    res = reloc.estimate(image0, cam0.K, image1, cam1.K)
+    f0 = frames[0] or pair.image0.header.frame_id or "camera0_optical_frame"
+    f1 = frames[1] or pair.image1.header.frame_id or "camera1_optical_frame"
     hdr0 = builders.header(types, pair.stamp0, f0)
-    pose = builders.pose_with_covariance_from_relative_pose(types, hdr0, res.T_0to1)
     full = builders.relative_pose_message(types, out.ts.types[RELATIVE_POSE_TYPE], hdr0, f1, pair.stamp1, res)
-    out.write("full", pair.stamp0, full)
+    records = [("full", pair.stamp0, out.serialize("full", full))]
     if not res.success:
-        return
-    summary.succeeded += 1
-    summary.confidences.append(res.confidence)
-    tf = builders.transform_stamped_from_relative_pose(types, hdr0, f1, res.T_0to1)
-    out.write("tf", pair.stamp0, out.ts.types["tf2_msgs/msg/TFMessage"](transforms=[tf]))
-    out.write("pose", pair.stamp0, pose)
+        return res, records
+    pose = builders.pose_with_covariance_from_relative_pose(types, hdr0, res.T_0to1)
+    tf = builders.transform_stamped_from_relative_pose(types, hdr0, builders.TfNaming().child(f1), res.T_0to1)
     colours = (255 * np.stack([~res.inliers, res.inliers, np.zeros_like(res.inliers)], 1)).astype(np.uint8)
-    out.write("cloud0", pair.stamp0, builders.pointcloud2(types, hdr0, res.kpts3d0, rgb=colours))
-    out.write("cloud1", pair.stamp1, builders.pointcloud2(types, builders.header(types, pair.stamp1, f1),
-                                                          res.kpts3d1, rgb=colours))
-    out.write("inliers", pair.stamp0, out.ts.types["std_msgs/msg/UInt32"](data=res.num_inliers))
+    cloud0 = builders.pointcloud2(types, hdr0, res.kpts3d0, rgb=colours)
+    cloud1 = builders.pointcloud2(types, builders.header(types, pair.stamp1, f1), res.kpts3d1, rgb=colours)
+    records += [
+        ("tf", pair.stamp0, out.serialize("tf", out.ts.types["tf2_msgs/msg/TFMessage"](transforms=[tf]))),
+        ("pose", pair.stamp0, out.serialize("pose", pose)),
+        ("cloud0", pair.stamp0, out.serialize("cloud0", cloud0)),
+        ("cloud1", pair.stamp1, out.serialize("cloud1", cloud1)),
+        ("inliers", pair.stamp0, out.serialize("inliers", out.ts.types["std_msgs/msg/UInt32"](data=res.num_inliers))),
+    ]
+    return res, records
+
+
+def _process_pair(pair: _Pair, reloc: Any, out: _Outputs, types: builders.MessageTypes, summary: BagSummary,
+                  stop: _StopOnSignal, frames: tuple[str | None, str | None], debug: bool) -> None:
+    """One pair: any error before writing is a counted skip; the writes of a pair are not interrupted."""
+    try:
+        res, records = _pair_records(pair, reloc, out, types, frames)
+    except Exception as err:  # noqa: BLE001 - per-pair isolation: the run goes on
+        if debug:
+            traceback.print_exc()
+        summary.skipped.append(Skip(describe(err), f"pair at {pair.stamp0} ns"))
+        return
+    with stop.deferred():
+        for key, stamp, data in records:
+            out.write(key, stamp, data)
+        summary.processed += 1
+        if res.success:
+            summary.succeeded += 1
+            summary.confidences.append(float(res.confidence))
+
+
+def _finalise(writer: Any) -> None:
+    """Close the writer (index and ``metadata.yaml``); if that fails, abort it and re-raise."""
+    try:
+        writer.close()
+    except BaseException:
+        with suppress(Exception):
+            writer.abort()
+        raise
+
+
+# -- signals ------------------------------------------------------------------------------------------------------
+class _Interrupted(BaseException):
+    """Raised by the SIGINT/SIGTERM handler (a BaseException, so per-pair isolation does not swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _StopOnSignal:
+    """While active (main thread only), SIGINT/SIGTERM raise :class:`_Interrupted`, except inside ``deferred()``
+    blocks (writes, closing), where the signal is remembered and raised when the block ends."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the first signal received; later ones are ignored (already stopping)
+        self._deferring = self._pending = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._old[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._old.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            return
+        self.signum = signum
+        if self._deferring:
+            self._pending = True
+        else:
+            raise _Interrupted(signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        was, self._deferring = self._deferring, True
+        try:
+            yield
+        finally:
+            self._deferring = was
+        if not was and self._pending:
+            self._pending = False
+            raise _Interrupted(self.signum or signal.SIGINT)

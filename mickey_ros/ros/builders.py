@@ -84,6 +84,43 @@ def transform_stamped_from_relative_pose(types: MessageTypes, hdr: Any, child_fr
     return types["geometry_msgs/msg/TransformStamped"](header=hdr, child_frame_id=child_frame_id, transform=transform)
 
 
+TF_MODES = ("none", "relative")
+DEFAULT_CHILD_SUFFIX = "_mickey"
+
+
+@dataclass(frozen=True)
+class TfNaming:
+    """Which TF the relative pose becomes (``mode``) and the names of its frames.
+
+    - ``none``: no TF.
+    - ``relative``: parent = camera 0's optical frame, child = :meth:`child` of camera 1's optical frame. The child
+      is a frame of its own (``<frame1><child_suffix>``, or ``child_frame`` when given), never camera 1's optical
+      frame itself: a robot's URDF usually gives that frame a parent already, and a TF frame has exactly one.
+
+    A further mode (e.g. a query camera in a reference map frame) is one more entry in :meth:`transforms`.
+    """
+
+    mode: str = "relative"
+    child_suffix: str = DEFAULT_CHILD_SUFFIX
+    child_frame: str = ""
+
+    def child(self, frame1: str) -> str:
+        """TF child for the estimated pose of camera 1 (optical frame ``frame1``)."""
+        return self.child_frame or f"{frame1}{self.child_suffix}"
+
+    def transforms(self, types: MessageTypes, hdr0: Any, frame1: str, T_0to1: np.ndarray) -> list[Any]:
+        """``geometry_msgs/TransformStamped`` messages for one pose (``hdr0``: image-0 stamp, camera-0 optical frame).
+
+        Raises:
+            ValueError: unknown ``mode``.
+        """
+        if self.mode == "none":
+            return []
+        if self.mode == "relative":
+            return [transform_stamped_from_relative_pose(types, hdr0, self.child(frame1), T_0to1)]
+        raise ValueError(f"tf_mode: expected one of {', '.join(TF_MODES)}, got {self.mode!r}")
+
+
 def pose_with_covariance_from_relative_pose(types: MessageTypes, hdr: Any, T_0to1: np.ndarray,
                                             covariance: np.ndarray | None = None) -> Any:
     """Pose of camera 1 in camera 0's optical frame (``inv(T_0to1)``), covariance ``[6, 6]`` row-major

@@ -13,9 +13,13 @@ poses interpolated at the image stamps; the last ``window`` candidates are fused
 ``map_b`` in ``map_a``) after every successful fusion, and the TF ``map_a -> map_b`` (static broadcaster, needs
 tf2_ros) only while ``map_b`` has no other parent in the TF tree; otherwise the message is the only output and
 one warning says why.
+
+Parameters are checked at start-up and on ``set_parameters`` (:mod:`mickey_ros.ros.node_common`); the frames,
+``window``, ``max_pose_gap`` and ``publish_tf`` are read-only, the fusion settings apply from the next measurement.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,7 +29,16 @@ from mickey_ros.errors import MickeyError
 from mickey_ros.geometry.se3 import invert_T, make_T, quat_wxyz_to_matrix
 from mickey_ros.ros import builders
 from mickey_ros.ros.alignment import AlignmentConfig, AlignmentWindow, PoseBuffer, other_tf_parent
-from mickey_ros.ros.node_common import declare_parameters, relative_pose_class, run_node
+from mickey_ros.ros.node_common import (
+    ParameterError,
+    ParameterRules,
+    check_frame_id,
+    declare_parameters,
+    relative_pose_class,
+    run_node,
+    warn_unknown_overrides,
+    watch_parameters,
+)
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "map_a_frame": ("map_a", "map frame of robot A (camera 0 of the relocalize node)"),
@@ -42,6 +55,22 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 RANGES = {"min_confidence": (0.0, 1.0), "rotation_scale_deg": (1e-3, 180.0), "translation_scale_m": (1e-4, 100.0),
           "outlier_factor": (0.1, 100.0), "max_pose_gap": (0.0, 60.0)}
 INT_RANGES = {"window": (3, 100_000), "min_inliers": (1, 100_000)}
+
+
+def _check_configuration(p: Mapping[str, Any]) -> None:
+    for name in ("map_a_frame", "map_b_frame"):
+        check_frame_id(name, p[name])
+        if not p[name]:
+            raise ParameterError(f"{name}: expected a TF frame id, got ''")
+    if p["map_a_frame"] == p["map_b_frame"]:
+        raise ParameterError(f"map_b_frame: expected a frame other than map_a_frame, got {p['map_b_frame']!r}")
+    if p["min_inliers"] > p["window"]:
+        raise ParameterError(f"min_inliers: expected at most window ({p['window']}), got {p['min_inliers']}")
+
+
+RULES = ParameterRules(float_ranges=RANGES, int_ranges=INT_RANGES,
+                       read_only=frozenset({"map_a_frame", "map_b_frame", "window", "max_pose_gap", "publish_tf"}),
+                       check=_check_configuration)
 
 
 def _stamp_ns(stamp: Any) -> int:
@@ -61,11 +90,8 @@ def _pose_to_T(pose: Any) -> np.ndarray:
 class MapAlignmentNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("mickey_map_alignment", **kwargs)
-        p = self.params = declare_parameters(self, PARAMETERS, RANGES, INT_RANGES)
-        config = AlignmentConfig(min_confidence=p["min_confidence"], rotation_scale_deg=p["rotation_scale_deg"],
-                                 translation_scale_m=p["translation_scale_m"], outlier_factor=p["outlier_factor"],
-                                 min_inliers=p["min_inliers"])
-        self.window = AlignmentWindow(p["window"], config)
+        p = self.params = declare_parameters(self, PARAMETERS, RULES)  # ParameterError before anything is logged
+        self.window = AlignmentWindow(p["window"], self._alignment_config())
         gap = int(p["max_pose_gap"] * 1e9)
         self.poses = {"a": PoseBuffer(gap), "b": PoseBuffer(gap)}
         self.types = builders.MessageTypes.from_rclpy()
@@ -87,6 +113,21 @@ class MapAlignmentNode(Node):
             self.create_subscription(PoseWithCovarianceStamped, "relative_pose", self._on_relative_pose, 10)
         self.pub_alignment = self.create_publisher(PoseWithCovarianceStamped, "~/map_alignment", 10)
         self.tf = self._tf_outputs() if p["publish_tf"] else None
+        watch_parameters(self, PARAMETERS, RULES, self.params, self._apply_parameters)
+        warn_unknown_overrides(self)
+        log = self.get_logger()
+        log.info(f"maps: {p['map_a_frame']} (robot A, camera 0) -> {p['map_b_frame']} (robot B, camera 1)")
+        log.info("inputs: " + ", ".join(f"{s.topic_name} ({s.msg_type.__name__})" for s in self.subscriptions))
+        log.info("ready")
+
+    def _alignment_config(self) -> AlignmentConfig:
+        p = self.params
+        return AlignmentConfig(min_confidence=p["min_confidence"], rotation_scale_deg=p["rotation_scale_deg"],
+                               translation_scale_m=p["translation_scale_m"], outlier_factor=p["outlier_factor"],
+                               min_inliers=p["min_inliers"])
+
+    def _apply_parameters(self, changed: set[str]) -> None:
+        self.window.config = self._alignment_config()
 
     # -- optional parts --------------------------------------------------------------------------------------
     def _tf_outputs(self) -> Any:

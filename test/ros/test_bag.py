@@ -90,7 +90,7 @@ def test_bag_to_bag_one_output_per_pair(tmp_path, storage, capsys):
     assert 0 < full.num_inliers <= full.num_matches <= 2048 and 0 <= full.confidence <= 1
     _, tf = msgs["/tf"][1]
     assert tf.transforms[0].header.frame_id == "cam0_optical_frame"
-    assert tf.transforms[0].child_frame_id == "cam1_optical_frame"
+    assert tf.transforms[0].child_frame_id == "cam1_optical_frame_mickey"  # the node's default TF naming
     _, cloud1 = msgs["/mickey/keypoints1"][0]
     assert cloud1.header.frame_id == "cam1_optical_frame" and cloud1.header.stamp.nanosec == 10 * MS
     assert [f.name for f in cloud1.fields] == ["x", "y", "z", "rgb"] and cloud1.width == full.num_matches

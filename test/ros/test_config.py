@@ -41,7 +41,8 @@ def test_declared_parameters_carry_descriptions_and_ranges(ros, tiny_net):
     from rclpy.parameter import Parameter
 
     nodes = [relocalize_node.RelocalizeNode(net=tiny_net, context=ros,
-                                            parameter_overrides=[Parameter("device", value="cpu")]),
+                                            parameter_overrides=[Parameter("device", value="cpu"),
+                                                                 Parameter("warmup", value=False)]),
              map_alignment_node.MapAlignmentNode(context=ros)]
     try:
         reloc, align = nodes
@@ -49,6 +50,9 @@ def test_declared_parameters_carry_descriptions_and_ranges(ros, tiny_net):
         assert slop.description and (slop.floating_point_range[0].from_value, slop.floating_point_range[0].to_value) \
             == relocalize_node.RANGES["slop"]
         assert reloc.describe_parameter("seed").integer_range[0].to_value == 2**31 - 1
+        assert reloc.describe_parameter("checkpoint").read_only and not reloc.describe_parameter("tf_mode").read_only
+        assert "none | relative" in reloc.describe_parameter("tf_mode").description  # the choices are documented
+        assert all(reloc.describe_parameter(n).description for n in relocalize_node.PARAMETERS)
         window = align.describe_parameter("window")
         assert (window.integer_range[0].from_value, window.integer_range[0].to_value) == \
             map_alignment_node.INT_RANGES["window"]
@@ -60,6 +64,24 @@ def test_declared_parameters_carry_descriptions_and_ranges(ros, tiny_net):
             node.destroy_node()
 
 
+@pytest.mark.parametrize(("file", "module"), [("relocalize.yaml", relocalize_node), ("map_alignment.yaml", map_alignment_node)])
+def test_shipped_configs_pass_the_nodes_parameter_checks(file, module):
+    from mickey_ros.ros.node_common import check_parameters
+
+    data = yaml.safe_load((REPO / "config" / file).read_text())
+    (params,) = (v["ros__parameters"] for v in data.values())
+    assert check_parameters(params, module.PARAMETERS, module.RULES) == params
+    for name, choices in module.RULES.choices.items():
+        assert params[name] in choices, name
+
+
+def test_tf_parameters_in_the_relocalize_config():
+    params = yaml.safe_load((REPO / "config" / "relocalize.yaml").read_text())["mickey_relocalizer"]["ros__parameters"]
+    assert (params["tf_mode"], params["child_frame_suffix"], params["child_frame"]) == ("relative", "_mickey", "")
+    assert "publish_tf" not in params  # replaced by tf_mode (the node warns about the old name)
+    assert relocalize_node.RENAMED["publish_tf"].startswith("tf_mode")
+
+
 def test_node_with_a_bad_checkpoint_exits_with_one_line(tmp_path):
     import os
     import subprocess
@@ -69,7 +91,8 @@ def test_node_with_a_bad_checkpoint_exits_with_one_line(tmp_path):
     code = ("from mickey_ros.ros.relocalize_node import main; "
             f"main(['relocalize_node', '--ros-args', '-p', 'checkpoint:={missing}', '-p', 'device:=cpu'])")
     env = {**os.environ, "ROS_DOMAIN_ID": "177", "ROS_LOCALHOST_ONLY": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("relocalize_node: error: ") and str(missing) in lines[0], proc
-    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("relocalize_node: error: checkpoint: ") and str(missing) in lines[0], \
+        proc
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr

@@ -117,3 +117,21 @@ def test_measurement_without_camera_pose_or_with_wrong_frame_is_ignored_with_one
         _send(executor, node, pubs, types, (k + 1) * 10**9, np.eye(4), np.eye(4), np.eye(4))
     assert _spin_until(executor, lambda: got)
     np.testing.assert_allclose(_pose_to_T(got[-1].pose.pose), np.eye(4), atol=1e-9)
+
+
+def test_set_parameters_rejects_bad_values_with_a_reason_and_leaves_the_node_unchanged(graph):
+    node, tester, pubs, got, executor = graph
+    before, config = dict(node.params), node.window.config
+    for name, value, reason in (
+        ("min_confidence", 2.0, ""),  # outside [0, 1] (rclpy's own reason)
+        ("min_inliers", 500, "min_inliers: expected at most window (200), got 500"),
+        ("map_a_frame", "robot_c/map", "read-only"),  # the fused window belongs to these frames
+        ("window", 50, "read-only"),
+    ):
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and result.reason and reason in result.reason, (name, value, result)
+    assert node.params == before and node.window.config == config
+    assert all(r.successful for r in node.set_parameters([Parameter("min_confidence", value=0.5),
+                                                          Parameter("min_inliers", value=5)]))
+    assert node.params["min_confidence"] == 0.5
+    assert (node.window.config.min_confidence, node.window.config.min_inliers) == (0.5, 5)

@@ -25,7 +25,8 @@ def _make_nodes(context, tiny_net, **params):
 
     from mickey_ros.ros.relocalize_node import RelocalizeNode
 
-    params = {"max_age": 60.0, **params}  # generous: a loaded CI machine must not turn test pairs stale
+    # generous max_age: a loaded CI machine must not turn test pairs stale; no warm-up (tests are timed by pairs)
+    params = {"max_age": 60.0, "warmup": False, **params}
     overrides = [Parameter("device", value="cpu"), Parameter("reliability", value="reliable"),
                  *[Parameter(k, value=v) for k, v in params.items()]]
     node = RelocalizeNode(net=tiny_net, context=context, parameter_overrides=overrides)
@@ -170,3 +171,96 @@ def test_stale_pairs_are_dropped_and_counted(ros, tiny_net):
         executor.shutdown()
         node.destroy_node()
         tester.destroy_node()
+
+
+def test_set_parameters_rejects_bad_values_with_a_reason_and_leaves_the_node_unchanged(ros, tiny_net):
+    node, tester, pubs, got, executor = _make_nodes(ros, tiny_net)
+    try:
+        before = dict(node.params)
+        naming, slop_ns = node.tf_naming, node.sync.slop_ns
+        for name, value, reason in (
+            ("slop", -1.0, ""),  # outside the declared range (rclpy's own reason)
+            ("slop", "fast", ""),  # wrong type
+            ("reliability", "best_effort", "read-only"),  # fixed at start-up: the subscriptions exist
+            ("device", "cuda", "read-only"),
+            ("tf_mode", "map", "tf_mode: expected one of none, relative, got 'map'"),
+            ("child_frame", "/cam1", "child_frame: expected a TF frame id without a leading '/'"),
+            ("child_frame_suffix", "", "child_frame_suffix: expected a non-empty suffix while child_frame is empty"),
+        ):
+            result = node.set_parameters([Parameter(name, value=value)])[0]
+            assert not result.successful and result.reason and reason in result.reason, (name, value, result)
+        assert node.params == before and node.tf_naming == naming and node.sync.slop_ns == slop_ns
+        assert node.get_parameter("tf_mode").value == "relative" and node.get_parameter("slop").value == 0.05
+
+        good = node.set_parameters([Parameter("slop", value=0.2), Parameter("tf_mode", value="none"),
+                                    Parameter("seed", value=7)])
+        assert all(r.successful for r in good)
+        assert node.params["slop"] == 0.2 and node.sync.slop_ns == 200_000_000 and node.reloc.seed == 7
+        assert node.tf_naming.mode == "none"
+        # an empty suffix is fine once the child is named explicitly (set together, checked together)
+        both = node.set_parameters_atomically([Parameter("child_frame", value="cam1_estimate"),
+                                               Parameter("child_frame_suffix", value="")])
+        assert both.successful and node.tf_naming.child("cam1_optical_frame") == "cam1_estimate"
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        tester.destroy_node()
+
+
+class _FakeBroadcaster:
+    """Stands in for tf2_ros.TransformBroadcaster (not pip-installable): keeps what the node sends."""
+
+    def __init__(self):
+        self.sent = []
+
+    def sendTransform(self, transforms):  # noqa: N802 - tf2_ros's name
+        self.sent.extend(transforms)
+
+
+def test_tf_modes_name_the_frames_and_never_reparent_camera1(ros, tiny_net):
+    node, tester, pubs, got, executor = _make_nodes(ros, tiny_net)
+    node.tf = _FakeBroadcaster()
+    try:
+        _wait_connected(executor, node, tester, pubs)
+        frames = []
+        for changes in ({}, {"child_frame_suffix": "_est"}, {"child_frame": "robot_b/cam_mickey"},
+                        {"tf_mode": "none"}):
+            assert all(r.successful for r in node.set_parameters([Parameter(k, value=v) for k, v in changes.items()]))
+            n_pose, n_tf = len(got["pose"]), len(node.tf.sent)
+            _publish_pair(tester, pubs, node.get_clock().now().to_msg())
+            assert _spin_until(executor, lambda: len(got["pose"]) > n_pose, 120)
+            frames.append([(t.header.frame_id, t.child_frame_id) for t in node.tf.sent[n_tf:]])
+        assert frames == [[("cam0_optical_frame", "cam1_optical_frame_mickey")],
+                          [("cam0_optical_frame", "cam1_optical_frame_est")],
+                          [("cam0_optical_frame", "robot_b/cam_mickey")],
+                          []]
+        assert all(t.header.stamp == got["pose"][i].header.stamp for i, t in enumerate(node.tf.sent))
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        tester.destroy_node()
+
+
+def test_a_failing_warm_up_stops_the_node_with_one_reason(ros, tiny_net, monkeypatch):
+    from rclpy.executors import SingleThreadedExecutor
+
+    from mickey_ros.pipeline import Relocalizer
+    from mickey_ros.ros.node_common import ParameterError
+    from mickey_ros.ros.relocalize_node import RelocalizeNode
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(Relocalizer, "estimate", out_of_memory)
+    node = RelocalizeNode(net=tiny_net, context=ros, parameter_overrides=[Parameter("device", value="cpu")])
+    executor = SingleThreadedExecutor(context=ros)
+    executor.add_node(node)
+    try:
+        # the worker warms up; its failure is raised on the executor thread (the console script: one line, exit 2)
+        with pytest.raises(ParameterError, match=r"^device: warm-up inference on cpu failed: CUDA out of memory\. "
+                                                 r"Tried to allocate 2\.00 GiB$"):
+            _spin_until(executor, lambda: False, 60)
+        assert not node._worker.is_alive()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
