@@ -23,7 +23,6 @@ import sys
 import threading
 import traceback
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,6 +34,7 @@ from mickey_ros.ros.bag_plan import (BagSummary, Plan, Skip, describe, first_lin
                                      read_messages, valid_stamp)
 from mickey_ros.ros.convert import camera_info_to_model, check_image_matches_info, message_to_rgb
 from mickey_ros.ros.interfaces import register_in_typestore
+from mickey_ros.ros.sync import SyncedPair
 
 __all__ = ["BagSummary", "Skip", "check_bag", "process_bag", "progress_bar"]
 
@@ -242,16 +242,6 @@ def _remove_old_output(out_path: Path) -> None:
 
 
 # -- pass 2: processing -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Pair:
-    image0: Any
-    info0: Any
-    image1: Any
-    info1: Any
-    stamp0: int
-    stamp1: int
-
-
 def _run_pairs(reader: Any, in_path: Path, conns: dict[str, list[Any]], plan: Plan, reloc: Any, out: _Outputs,
                types: builders.MessageTypes, summary: BagSummary, stop: _StopOnSignal, *,
                frames: tuple[str | None, str | None], bar: _Progress, debug: bool) -> None:
@@ -280,7 +270,7 @@ def _run_pairs(reader: Any, in_path: Path, conns: dict[str, list[Any]], plan: Pl
             continue
         images = pending.pop(slot)
         s0, s1 = plan.pairs[slot]
-        pair = _Pair(images["0"], plan.info[("0", s0)], images["1"], plan.info[("1", s1)], s0, s1)
+        pair = SyncedPair(images["0"], plan.info[("0", s0)], images["1"], plan.info[("1", s1)], s0, s1)
         _process_pair(pair, reloc, out, types, summary, stop, frames, debug)
         finished.add(slot)
         done += 1
@@ -316,7 +306,7 @@ class _Outputs:
         self.writer.write(self.conns[key][0], stamp_ns, data)
 
 
-def _pair_records(pair: _Pair, reloc: Any, out: _Outputs, types: builders.MessageTypes,
+def _pair_records(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.MessageTypes,
                   frames: tuple[str | None, str | None]) -> tuple[Any, list[tuple[str, int, bytes]]]:
     """Run one pair and serialise all its output messages (nothing is written yet)."""
     image0, image1 = message_to_rgb(pair.image0, "image0"), message_to_rgb(pair.image1, "image1")
@@ -348,7 +338,7 @@ def _pair_records(pair: _Pair, reloc: Any, out: _Outputs, types: builders.Messag
     return res, records
 
 
-def _process_pair(pair: _Pair, reloc: Any, out: _Outputs, types: builders.MessageTypes, summary: BagSummary,
+def _process_pair(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.MessageTypes, summary: BagSummary,
                   stop: _StopOnSignal, frames: tuple[str | None, str | None], debug: bool) -> None:
     """One pair: any error before writing is a counted skip; the writes of a pair are not interrupted."""
     try:

@@ -130,7 +130,7 @@ def test_off_by_default_and_config_checks():
     K0, K1, T, x0, x1, z0, z1 = _scene()
     desc = _descriptors(40)
     out = aux_loss(_outputs(x0, z0, desc), _outputs(x1, z1, desc), K0, K1, T, AuxConfig())
-    assert float(out.total) == 0.0 and out.scalars == {} and out.total.requires_grad
+    assert float(out.total.detach()) == 0.0 and out.scalars == {} and out.total.requires_grad
     with pytest.raises(InputError, match=r"aux\.epipolar_weight: expected a non-negative number"):
         AuxConfig(epipolar_weight=-1.0)
     with pytest.raises(InputError, match=r"aux\.epipolar_scale_px: expected a positive number"):
