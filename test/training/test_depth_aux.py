@@ -93,3 +93,21 @@ def test_sensor_depth_term_is_the_mean_log_error_and_needs_depth():
     with pytest.raises(InputError, match=r"aux\.depth_weight: needs registered depth images in the batch; set "
                                          r"data\.depth_topic"):
         aux_loss(out, out, K, K, T, AuxConfig(depth_weight=1.0))
+
+
+def test_two_datasets_with_the_same_scene_names_combine_without_sharing_places(rgbd, tmp_path):
+    import shutil
+
+    from training.data.build import bag_ids, find_bags
+
+    both = tmp_path / "both"
+    shutil.copytree(rgbd, both / "a")
+    shutil.copytree(rgbd, both / "b")
+    ids = bag_ids(find_bags([str(both)], "train"))
+    assert ids == [("a/scene_000", "a/scene_000/rec0"), ("a/scene_000", "a/scene_000/rec1"),
+                   ("b/scene_000", "b/scene_000/rec0"), ("b/scene_000", "b/scene_000/rec1")]
+    assert bag_ids(find_bags([str(rgbd)], "train"))[0] == ("scene_000", "scene_000/rec0")  # one dataset: as before
+    ds = build_dataset(_cfg(both, tmp_path), "train", tmp_path)
+    assert {p.place for p in ds.pairs} == {"a/scene_000", "b/scene_000"}
+    frames = ds.index.frames
+    assert all(frames[p.frame0].place == frames[p.frame1].place for p in ds.pairs)

@@ -5,6 +5,7 @@ Shared by the trainer and ``evaluate.py`` (neither imports the other for it). ``
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -22,6 +23,16 @@ def find_bags(paths: list[str], what: str) -> list[Path]:
     if not bags:
         raise DatasetError(f"data.{what}: no rosbag2 folder (with metadata.yaml) in {', '.join(paths) or '[]'}")
     return bags
+
+
+def bag_ids(bags: list[Path]) -> list[tuple[str, str]]:
+    """``(place, recording)`` ids of bags laid out as ``.../<place>/<recording>/``, relative to the folder that holds
+    all places: ``scene_000``, ``scene_000/rec0`` for one dataset; ``a/scene_000``, ``a/scene_000/rec0`` when
+    datasets ``a/`` and ``b/`` (each with its own ``scene_000``) are combined, so their rooms never pair up."""
+    parents = [Path(b).resolve().parent for b in bags]
+    common = Path(os.path.commonpath([p.parent for p in parents])) if parents else Path()
+    return [(p.relative_to(common).as_posix(), (p.relative_to(common) / Path(b).name).as_posix())
+            for p, b in zip(parents, bags)]
 
 
 def _check_overlap_limits(d: dict) -> None:
@@ -64,8 +75,9 @@ def build_dataset(cfg: dict, split: str, run_dir: Path) -> Dataset | None:
 
     pose = PoseSource(kind=d["pose_source"], world_frame=d["world_frame"], camera_frame=d["camera_frame"] or None,
                       topic=d["pose_topic"] or None)
-    sources = [BagSource(b, image_topic=d["image_topic"], info_topic=d["info_topic"], pose=pose)
-               for b in find_bags(d[split], split)]
+    bags = find_bags(d[split], split)
+    sources = [BagSource(b, image_topic=d["image_topic"], info_topic=d["info_topic"], pose=pose, place=place,
+                         recording=f"{recording}{d['image_topic']}") for b, (place, recording) in zip(bags, bag_ids(bags))]
     index = index_bags(sources, cache_dir=d["cache_dir"] or run_dir / "index_cache")
     pairs = make_pairs(index, PairConfig(
         min_baseline_m=d["min_baseline_m"], max_baseline_m=d["max_baseline_m"], max_angle_deg=d["max_angle_deg"],
