@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from mickey_ros.errors import InputError
+from mickey_ros.geometry.camera import backproject
 
 DEPTH_FLOOR_M = 1e-3  # log of the predicted depth uses max(depth, this)
 MIN_TRIANGULATED_DEPTH_M = 0.05
@@ -118,6 +119,17 @@ def epipolar_distances(F: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> t
     return d1, d0
 
 
+def symmetric_epipolar_distance(F: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """``[B, M]`` mean of the two point-to-line distances (pixels) of row-aligned matches ``x0, x1 [B, M, 2]``
+    (the diagonal of :func:`epipolar_distances`, without its ``M x M`` matrices)."""
+    h0 = torch.cat([x0, torch.ones_like(x0[..., :1])], -1)
+    h1 = torch.cat([x1, torch.ones_like(x1[..., :1])], -1)
+    lines1, lines0 = h0 @ F.transpose(-1, -2), h1 @ F
+    algebraic = (lines1 * h1).sum(-1).abs()
+    return (algebraic / (lines1[..., :2].norm(dim=-1) + 1e-12)
+            + algebraic / (lines0[..., :2].norm(dim=-1) + 1e-12)) / 2
+
+
 def triangulate(x0: torch.Tensor, x1: torch.Tensor, K0: torch.Tensor, K1: torch.Tensor,
                 T_0to1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Depths of matched pixels from two rays and the pose (least squares ``z1 r1 = z0 R r0 + t``).
@@ -129,8 +141,8 @@ def triangulate(x0: torch.Tensor, x1: torch.Tensor, K0: torch.Tensor, K1: torch.
         ``(z0, z1, angle_deg)``, each ``[B, M]``: depths along each camera's optical axis (metres) and the
         angle between the two rays.
     """
-    r0 = torch.cat([x0, torch.ones_like(x0[..., :1])], -1) @ torch.linalg.inv(K0).transpose(-1, -2)
-    r1 = torch.cat([x1, torch.ones_like(x1[..., :1])], -1) @ torch.linalg.inv(K1).transpose(-1, -2)
+    r0 = backproject(x0, torch.ones_like(x0[..., 0]), K0)  # rays with z = 1
+    r1 = backproject(x1, torch.ones_like(x1[..., 0]), K1)
     R, t = T_0to1[..., :3, :3], T_0to1[..., None, :3, 3]
     a = r0 @ R.transpose(-1, -2)  # ray of camera 0 in camera-1 coordinates, [B, M, 3] (z0 a + t)
     aa, bb, ab = (a * a).sum(-1), (r1 * r1).sum(-1), (a * r1).sum(-1)
@@ -164,8 +176,7 @@ def reprojection_targets(kpts_s: torch.Tensor, depth_s: torch.Tensor, kpts_d: to
     Returns:
         ``(target [B, Ns] index into the destination keypoints, ok [B, Ns] bool)``.
     """
-    rays = torch.cat([kpts_s, torch.ones_like(kpts_s[..., :1])], -1) @ torch.linalg.inv(K_s).transpose(-1, -2)
-    X = (rays * depth_s[..., None]) @ T_sd[..., :3, :3].transpose(-1, -2) + T_sd[..., None, :3, 3]
+    X = backproject(kpts_s, depth_s, K_s) @ T_sd[..., :3, :3].transpose(-1, -2) + T_sd[..., None, :3, 3]
     z = X[..., 2]
     uvw = X @ K_d.transpose(-1, -2)
     uv = uvw[..., :2] / uvw[..., 2:].clamp(min=1e-9)
@@ -230,10 +241,10 @@ def _aux_loss(out0: Any, out1: Any, K0: torch.Tensor, K1: torch.Tensor, T: torch
     B, N0, _ = out0.kpts.shape
     F = fundamental_matrix(K0, K1, T)
     k0, k1 = out0.kpts.double(), out1.kpts.double()
-    d1, d0 = epipolar_distances(F, k0.detach(), k1.detach())  # [B, N0, N1]
     sim = (out0.descriptors.float() @ out1.descriptors.float().transpose(-1, -2)) / cfg.epipolar_temperature
     total, scalars = zero, {}
     if cfg.epipolar_weight:
+        d1, d0 = epipolar_distances(F, k0.detach(), k1.detach())  # [B, N0, N1]
         c = cfg.epipolar_scale_px
         rho1, rho0 = d1 / (d1 + c), d0 / (d0 + c)
         term = ((sim.softmax(-1).double() * rho1).sum(-1).mean(-1) + (sim.softmax(-2).double() * rho0).sum(-2).mean(-1))
@@ -260,17 +271,12 @@ def _aux_loss(out0: Any, out1: Any, K0: torch.Tensor, K1: torch.Tensor, T: torch
         j_of_i = sim.argmax(-1)  # [B, N0]
         i_of_j = sim.argmax(-2)  # [B, N1]
         mutual = i_of_j.gather(1, j_of_i) == torch.arange(N0, device=sim.device)
-        sym = (d1.gather(2, j_of_i[..., None]) + d0.gather(2, j_of_i[..., None])).squeeze(-1) / 2  # [B, N0]
-        good = mutual & (sym < cfg.triangulation_max_epipolar_px)
+    k1m = k1.gather(1, j_of_i[..., None].expand(B, N0, 2))  # [B, N0, 2] matched keypoints of image 1
+    dist = symmetric_epipolar_distance(F, k0, k1m)  # [B, N0], with gradient into both keypoints
+    good = mutual & (dist.detach() < cfg.triangulation_max_epipolar_px)
     scalars["aux_mutual"] = float(mutual.double().mean())
     scalars["aux_epipolar_inlier_ratio"] = float(good.sum() / mutual.sum().clamp(min=1))
-    k1m = k1.gather(1, j_of_i[..., None].expand(B, N0, 2))  # [B, N0, 2] matched keypoints of image 1
     if cfg.keypoint_epipolar_weight and bool(good.any()):
-        h0 = torch.cat([k0, torch.ones_like(k0[..., :1])], -1)
-        h1 = torch.cat([k1m, torch.ones_like(k1m[..., :1])], -1)
-        l1, l0 = h0 @ F.transpose(-1, -2), h1 @ F  # epipolar lines of each match, with gradient
-        alg = (l1 * h1).sum(-1).abs()
-        dist = (alg / (l1[..., :2].norm(dim=-1) + 1e-12) + alg / (l0[..., :2].norm(dim=-1) + 1e-12)) / 2
         c = cfg.epipolar_scale_px
         kp = (dist / (dist + c))[good].mean()
         total = total + cfg.keypoint_epipolar_weight * kp

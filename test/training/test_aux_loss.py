@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mickey_ros.errors import InputError
-from training.aux_loss import AuxConfig, aux_loss, epipolar_distances, fundamental_matrix, skew, triangulate
+from training.aux_loss import (AuxConfig, aux_loss, epipolar_distances, fundamental_matrix, skew,
+                               symmetric_epipolar_distance, triangulate)
 
 
 def _rotation(axis, deg) -> np.ndarray:
@@ -54,6 +55,16 @@ def test_true_correspondences_lie_on_epipolar_lines_and_others_do_not():
     u = x1[0, 5].numpy()
     expected = abs((q[0] - p[0]) * (p[1] - u[1]) - (p[0] - u[0]) * (q[1] - p[1])) / np.linalg.norm(q - p)
     assert d1[0, 0, 5].item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_symmetric_distance_of_matches_is_the_mean_of_both_matrix_entries():
+    K0, K1, T, x0, x1, _, _ = _scene()
+    F = fundamental_matrix(K0, K1, T)
+    x1s = torch.roll(x1, 3, dims=1)  # wrong pairings: distances of pixels
+    d1, d0 = epipolar_distances(F, x0, x1s)
+    expected = (d1[0].diagonal() + d0[0].diagonal()) / 2
+    assert torch.allclose(symmetric_epipolar_distance(F, x0, x1s)[0], expected, rtol=1e-12)
+    assert float(expected.min()) > 0.1
 
 
 def test_triangulation_recovers_metric_depths():
