@@ -40,6 +40,8 @@ setup(
                  "tensorboard", "tqdm"],
         "train": ["tensorboard", "tqdm", "rosbags>=0.10", "rosbags-image>=0.9", "scikit-image>=0.21"],
         "ros": ["rosbags>=0.10", "rosbags-image>=0.9"],
+        # `mickey-ros export-onnx` (onnx) and the onnxruntime backend; none of them depends on torch
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
     },
     zip_safe=True,
     maintainer="mickey_ros maintainers",

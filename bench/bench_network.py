@@ -40,12 +40,13 @@ def forward_case(net, height: int, width: int, device: torch.device, autocast: t
                  repeats: int, warmup: int) -> dict:
     images = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
     ctx = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast else contextlib.nullcontext
+    focal = torch.full((1,), 0.8 * width, device=device)  # pixels; used by focal-relative depth heads only
 
     @torch.no_grad()
     def run(_: int) -> None:
         with ctx():
             feat = net.backbone_features(images)
-        net.forward_heads(feat.float())
+        net.forward_heads(feat.float(), focal)
 
     return measure(run, repeats, warmup, device)
 

@@ -3,6 +3,8 @@
 Starts relocalize_node with its inputs remapped to ``<cam>/image_raw`` and ``<cam>/camera_info`` of the two
 camera namespaces (or give full topics with image0:=, info0:=, image1:=, info1:=), parameters from
 ``config/relocalize.yaml`` (or ``config:=``), and optionally RViz with ``rviz/mickey.rviz``.
+Reference mode and on-demand triggering are parameters (``reference_image``, ``reference_mode``, ``mode``, ...: set
+them in the config file); in reference mode the node listens to camera 1 (``cam1:=``) only.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ Subcommands (DESIGN.md §4):
   match IMG0 IMG1 --intrinsics0 FX FY CX CY --intrinsics1 FX FY CX CY [...]  metric relative pose of a pair
   eval-mapfree SUBMISSION.zip --data-root ROOT --split val [--json OUT]      benchmark-exact Map-free metrics
   bag IN OUT --image0 T --info0 T --image1 T --info1 T [...]                 the node's outputs for a recorded bag
+  export-onnx OUT.onnx --height H --width W [...]                            the per-image network as ONNX
   make-interfaces DIR                                                        write the mickey_ros_msgs package
 
 Exit codes: 0 success; 1 the pair ran but no pose was found (the reason is printed); 2 bad input
@@ -62,9 +63,17 @@ def _intrinsics(values: Sequence[str], name: str) -> np.ndarray:
 
 # -- subcommands --------------------------------------------------------------------------------------
 def _load_network(args: argparse.Namespace) -> Any:
-    """--checkpoint, else a random-init --preset (testing), else the bundled default network."""
+    """--onnx, else --checkpoint, else a random-init --preset (testing), else the bundled default network."""
     from mickey_ros.model import build_model, load_checkpoint
 
+    if getattr(args, "onnx", None):
+        from mickey_ros.onnx_backend import OnnxNetwork
+
+        for flag, value in (("--checkpoint", args.checkpoint), ("--backbone-weights", args.backbone_weights),
+                            ("--preset", args.preset)):
+            if value:
+                raise InputError(f"{flag}: not used with --onnx (the ONNX file holds the network)")
+        return OnnxNetwork(args.onnx)
     if args.checkpoint:
         return load_checkpoint(args.checkpoint, backbone_weights=args.backbone_weights)
     if args.backbone_weights:
@@ -117,7 +126,7 @@ def _run_match(args: argparse.Namespace) -> Any:
     device = resolve_device(args.device)
     net = _load_network(args)
     reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
-                        resize=tuple(args.resize) if args.resize else None)
+                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args))
     res = reloc.estimate(image0, K0, image1, K1)
     out = _pose_dict(res)
     out.update(image0=str(args.image0), image1=str(args.image1), K0=K0.tolist(), K1=K1.tolist())
@@ -159,7 +168,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     net = _load_network(args)
     reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
-                        resize=tuple(args.resize) if args.resize else None)
+                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args))
     summary = process_bag(args.input, args.output, reloc, topics, prefix=args.prefix, slop=args.slop,
                           storage=args.storage, frame0=args.frame0, frame1=args.frame1, progress=not args.quiet,
                           overwrite=args.overwrite, debug=args.debug)
@@ -191,7 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     match_args = argparse.Namespace(
         image0=str(demo / "im0.png"), image1=str(demo / "im1.png"), intrinsics0=values["im0.png"],
         intrinsics1=values["im1.png"], checkpoint=None, backbone_weights=None, preset=None, resize=None,
-        device=args.device, precision="auto", seed=args.seed, viz=args.viz, json=None)
+        max_side=None, device=args.device, precision="auto", seed=args.seed, viz=args.viz, json=None)
     res = _run_match(match_args)
     gt = np.eye(4)
     gt[:3] = np.loadtxt(demo / "gt_pose.txt").reshape(3, 4)
@@ -212,6 +221,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if res.success else EXIT_NO_POSE
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """The per-image network (backbone + heads) as an ONNX file (contract: mickey_ros.onnx_export)."""
+    from mickey_ros.onnx_export import check_export_size, export_onnx, require
+
+    check_export_size(args.height, args.width)  # fail fast: before the network loads
+    require("onnx")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise InputError(f"--checkpoint: file not found: {args.checkpoint}")
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise InputError(f"OUT.onnx: folder {out.parent} does not exist")
+    net = _load_network(args)
+    export_onnx(net, out, args.height, args.width, dynamic_batch=args.dynamic_batch, fp16=args.fp16,
+                opset=args.opset)
+    inputs = "image [B, 3, H, W]" + (" + focal [B]" if net.config.depth_focal_ref > 0 else "")
+    print(f"wrote {out} ({args.width}x{args.height}, {inputs} -> kpts, depth, scores, descriptors; "
+          f"opset {args.opset})")
+    return EXIT_OK
+
+
 def cmd_make_interfaces(args: argparse.Namespace) -> int:
     from mickey_ros.ros.interfaces import make_interface_package
 
@@ -227,12 +256,29 @@ def _write_json(path: str, data: dict[str, Any], name: str) -> None:
         raise InputError(f"{name}: cannot write {path}: {err.strerror}") from err
 
 
+def _max_side(args: argparse.Namespace) -> int | str | None:
+    """``--max-side``: absent -> "auto" (the network's budget), 0 -> no budget, else the long side in pixels."""
+    value = getattr(args, "max_side", None)
+    if value is None:
+        return "auto"
+    if value == 0:
+        return None
+    if value < 42:
+        raise InputError(f"--max-side: expected 0 (no budget) or a long side of at least 42 pixels, got {value}")
+    return value
+
+
 # -- parser -------------------------------------------------------------------------------------------
 def _network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="mickey.ckpt (official) or a mickey_ros checkpoint")
     p.add_argument("--backbone-weights", help="dinov2_vitl14_pretrain.pth, needed with the official mickey.ckpt")
     p.add_argument("--preset", help="random-init network preset instead of the bundled default (testing only)")
+    p.add_argument("--onnx", metavar="PATH", help="run the network from a file written by export-onnx (onnxruntime; "
+                                                  "images are resized to its export size)")
     p.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images (K rescaled)")
+    p.add_argument("--max-side", type=int, metavar="PX",
+                   help="size budget without --resize: longer images are resized to this long side, K rescaled "
+                        "(default: the network's training size, 720 for DINOv2 weights; 0: none)")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (backbone autocast)")
 
 
@@ -288,6 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the bundled demo pair through the bundled default network, vs ground truth")
     _output_args(d)
     d.set_defaults(func=cmd_demo)
+
+    x = sub.add_parser("export-onnx", help="write the per-image network (backbone + heads) as an ONNX file")
+    x.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
+    x.add_argument("--checkpoint", help="mickey.ckpt (official) or a mickey_ros checkpoint (default: bundled network)")
+    x.add_argument("--backbone-weights", help="dinov2_vitl14_pretrain.pth, needed with the official mickey.ckpt")
+    x.add_argument("--preset", help="random-init network preset instead of the bundled default (testing only)")
+    x.add_argument("--seed", type=int, default=0, help="seed of a --preset network's random weights")
+    x.add_argument("--height", type=int, required=True, metavar="H", help="input height (multiple of 14, >= 42)")
+    x.add_argument("--width", type=int, required=True, metavar="W", help="input width (multiple of 14, >= 42)")
+    x.add_argument("--dynamic-batch", action="store_true", help="dynamic batch size B (default: B = 1)")
+    x.add_argument("--fp16", action="store_true", help="backbone in float16 (for GPU runtimes; I/O stays float32)")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    x.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    x.set_defaults(func=cmd_export_onnx)
 
     i = sub.add_parser("make-interfaces", help="write the ament_cmake package mickey_ros_msgs (RelativePose.msg)")
     i.add_argument("out_dir", help="folder (e.g. your colcon workspace's src/) to write mickey_ros_msgs/ into")

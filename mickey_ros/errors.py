@@ -32,9 +32,27 @@ class MissingWeightsError(CheckpointError, FileNotFoundError):
     """A required weight file (checkpoint or DINOv2 backbone) does not exist."""
 
 
+class DependencyError(MickeyError, ImportError):
+    """An optional dependency (onnx, onnxruntime) is not installed; the message gives the pip line."""
+
+
 class DatasetError(MickeyError):
     """A dataset on disk (Map-free layout, ...) is missing files or has malformed lines."""
 
 
 class SubmissionError(MickeyError):
     """A Map-free submission cannot be evaluated (e.g. negative confidence, no valid estimate)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an error's message (its type name when the message is empty)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def describe_error(err: BaseException) -> str:
+    """A one-line reason for a skipped item: our typed errors' own line, else ``Type: first line``."""
+    if isinstance(err, MickeyError):
+        return first_line(err)
+    text = first_line(err)
+    return text if text == type(err).__name__ else f"{type(err).__name__}: {text}"

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import cv2
@@ -14,14 +16,18 @@ from mickey_ros.geometry.camera import (
     PATCH_SIZE,
     backproject,
     check_intrinsics,
+    check_intrinsics_fit,
     crop_to_multiple,
     rescale_intrinsics,
 )
 from mickey_ros.geometry.se3 import make_T
+from mickey_ros.onnx_backend import OnnxNetwork
 from mickey_ros.solver import SolverConfig, solve_relative_pose
 
 if TYPE_CHECKING:
     from mickey_ros.model import MicKey, MicKeyOutput
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,7 +85,25 @@ class RelativePose:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("torch", "onnxruntime")
 MIN_PATCHES = 3  # the network needs at least 3x3 patches of 14 px
+DEFAULT_MAX_SIDE = 720  # px: long side of the official test size (720 x 540), the budget for DINOv2 backbones
+MIN_IMAGE_STD = 1.0 / 255.0  # an image whose pixel standard deviation is below one grey level has nothing to match
+
+
+def default_max_side(net: MicKey) -> int:
+    """Size budget of a network (long image side in pixels): the long side of its recorded training input
+    (``net.input_size``) when known, else :data:`DEFAULT_MAX_SIDE`."""
+    size = getattr(net, "input_size", None)
+    return int(max(size)) if size else DEFAULT_MAX_SIDE
+
+
+def budget_size(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
+    """``(W, H)`` keeping the aspect ratio with the long side ``max_side``, or None when the image fits."""
+    if max_side is None or max(width, height) <= max_side:
+        return None
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 @dataclass
@@ -89,6 +113,7 @@ class _View:
     image: torch.Tensor  # [1, 3, H, W] float32 in [0, 1] on the device, cropped to multiples of 14
     K: np.ndarray  # [3, 3] float64 intrinsics of ``image``
     scale_xy: tuple[float, float]  # (W_net / W_in, H_net / H_in) before the crop; (1, 1) without resize
+    unusable: str = ""  # why no pose can come from this image (e.g. near-constant), empty when usable
     out: MicKeyOutput | None = None
 
 
@@ -116,7 +141,8 @@ class Relocalizer:
     while the heads run in float32 and the geometry (back-projection, Kabsch) in float64.
 
     Args:
-        net: a ``MicKey`` from ``build_model`` / ``load_checkpoint``.
+        net: a ``MicKey`` from ``build_model`` / ``load_checkpoint``, or an ``OnnxNetwork``
+            (``mickey_ros.onnx_backend``; None with ``backend="onnxruntime"``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         seed: seed of the stochastic solver. Every call starts from this seed, so the same pair always gives
             the same pose; ``None`` draws fresh randomness per call.
@@ -125,17 +151,42 @@ class Relocalizer:
             ``"bf16"`` or ``"fp16"`` (autocast of the backbone only).
         resize: optional ``(W, H)``: images are resized to it (bilinear) and K rescaled
             (half-pixel convention) before the crop to multiples of 14.
+        max_side: size budget when ``resize`` is not given: an image whose long side exceeds it is resized
+            (aspect kept, K rescaled, logged once per size) so that a 12 MP camera never reaches the network at
+            full size. ``"auto"`` (default): :func:`default_max_side` (the network's training size, else 720 px);
+            ``None``: no budget.
+        backend: ``"torch"``, or ``"onnxruntime"`` with ``onnx_path``: the network runs from a file written by
+            ``mickey-ros export-onnx`` (``pip install -e ".[onnx]"``); ``precision`` is then the file's, and
+            ``resize`` defaults to its export size (the file takes exactly that size).
+        onnx_path: the ``.onnx`` file for ``backend="onnxruntime"``.
+
+    Images whose K cannot belong to them (field of view outside 1-179 deg, principal point far outside) raise
+    ``IntrinsicsError``; a near-constant image or non-finite network outputs give ``success=False`` with the
+    reason (no pose).
     """
 
     def __init__(
         self,
-        net: MicKey,
+        net: MicKey | OnnxNetwork | None = None,
         device: str | torch.device = "cpu",
         seed: int | None = 0,
         solver: SolverConfig | None = None,
         precision: str = "auto",
         resize: tuple[int, int] | None = None,
+        max_side: int | str | None = "auto",
+        backend: str = "torch",
+        onnx_path: str | Path | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "onnxruntime" and not isinstance(net, OnnxNetwork):
+            if onnx_path is None or net is not None:
+                raise InputError("onnx_path: backend 'onnxruntime' needs onnx_path (and net=None) or an OnnxNetwork")
+            net = OnnxNetwork(onnx_path)
+        if net is None:
+            raise InputError("net: expected a MicKey network (or backend='onnxruntime' with onnx_path)")
+        if isinstance(net, OnnxNetwork) and resize is None:
+            resize = net.export_size  # the ONNX file takes exactly its export size
         if precision not in PRECISIONS:
             raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
         if resize is not None:
@@ -144,6 +195,14 @@ class Relocalizer:
                     f"resize: expected W H of at least {MIN_PATCHES * PATCH_SIZE} pixels each, got {tuple(resize)}"
                 )
             resize = (int(resize[0]), int(resize[1]))
+        if max_side == "auto":
+            max_side = default_max_side(net)
+        if max_side is not None and (isinstance(max_side, (bool, str)) or not isinstance(max_side, (int, np.integer))
+                                     or max_side < MIN_PATCHES * PATCH_SIZE):
+            raise InputError(f"max_side: expected 'auto', None or a long side of at least "
+                             f"{MIN_PATCHES * PATCH_SIZE} pixels, got {max_side!r}")
+        self.max_side = None if max_side is None else int(max_side)
+        self._budget_logged: set[tuple[int, int]] = set()
         self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
         self.seed = seed
@@ -171,14 +230,18 @@ class Relocalizer:
         """
         view0 = self._prepare(image0, K0, "image0", "K0")
         view1 = self._prepare(image1, K1, "image1", "K1")
-        view0.out = self._extract(view0.image)
-        view1.out = self._extract(view1.image)
+        unusable = view0.unusable or view1.unusable
+        if unusable:
+            return RelativePose(success=False, reason=unusable, T_0to1=np.eye(4))
+        view0.out = self._extract(view0)
+        view1.out = self._extract(view1)
         return self._solve(view0, view1)
 
     def set_reference(self, image: np.ndarray | torch.Tensor, K: np.ndarray | torch.Tensor) -> None:
         """Extract and keep the reference (camera 0) features for later ``estimate_query`` calls."""
         view = self._prepare(image, K, "reference image", "reference K")
-        view.out = self._extract(view.image)
+        if not view.unusable:
+            view.out = self._extract(view)
         self._reference = view
 
     def estimate_query(self, image: np.ndarray | torch.Tensor, K: np.ndarray | torch.Tensor) -> RelativePose:
@@ -190,7 +253,10 @@ class Relocalizer:
         if self._reference is None:
             raise InputError("reference: call set_reference(image, K) before estimate_query")
         view1 = self._prepare(image, K, "query image", "query K")
-        view1.out = self._extract(view1.image)
+        unusable = self._reference.unusable or view1.unusable
+        if unusable:
+            return RelativePose(success=False, reason=unusable, T_0to1=np.eye(4))
+        view1.out = self._extract(view1)
         return self._solve(self._reference, view1)
 
     # -- steps -----------------------------------------------------------------------------------
@@ -199,9 +265,20 @@ class Relocalizer:
         rgb = to_float_rgb(image, name)  # [H, W, 3] float32 numpy in [0, 1]
         K = check_intrinsics(K, k_name)
         height, width = rgb.shape[:2]
+        if self.resize is None:
+            check_network_size(height, width, name)  # the plainer error first
+        check_intrinsics_fit(K, width, height, k_name)
+        std = float(rgb.std())
+        unusable = (f"{name} is nearly constant (pixel std {std * 255:.2g} grey levels < 1): nothing to match"
+                    if std < MIN_IMAGE_STD else "")
         scale = (1.0, 1.0)
-        if self.resize is not None and self.resize != (width, height):
-            new_w, new_h = self.resize
+        target = self.resize or budget_size(width, height, self.max_side)
+        if self.resize is None and target is not None and (width, height) not in self._budget_logged:
+            self._budget_logged.add((width, height))
+            log.info("%s: %dx%d is above the %d-px size budget (max_side): resized to %dx%d, K rescaled",
+                     name, width, height, self.max_side, *target)
+        if target is not None and target != (width, height):
+            new_w, new_h = target
             rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
             scale = (new_w / width, new_h / height)
             K = rescale_intrinsics(K, *scale)
@@ -209,7 +286,7 @@ class Relocalizer:
         check_network_size(height, width, name)
         crop_h, crop_w = crop_to_multiple(height, width)
         tensor = torch.from_numpy(np.ascontiguousarray(rgb[:crop_h, :crop_w])).permute(2, 0, 1)[None]
-        return _View(image=tensor.to(self.device), K=K, scale_xy=scale)
+        return _View(image=tensor.to(self.device), K=K, scale_xy=scale, unusable=unusable)
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
@@ -223,16 +300,22 @@ class Relocalizer:
             yield
 
     @torch.no_grad()
-    def _extract(self, image: torch.Tensor) -> MicKeyOutput:
+    def _extract(self, view: _View) -> MicKeyOutput:
+        if isinstance(self.net, OnnxNetwork):  # backbone and heads in one onnxruntime call (precision: the file's)
+            return self.net(view.image, torch.tensor([view.K[0, 0]], dtype=torch.float32))
         with self._autocast():
-            features = self.net.backbone_features(image)
-        return self.net.forward_heads(features.float())
+            features = self.net.backbone_features(view.image)
+        focal = torch.tensor([view.K[0, 0]], dtype=torch.float32, device=self.device)  # of the network input
+        return self.net.forward_heads(features.float(), focal)
 
     @torch.no_grad()
     def _solve(self, view0: _View, view1: _View) -> RelativePose:
         out0, out1 = view0.out, view1.out
         assert out0 is not None and out1 is not None  # internal invariant: _extract ran
         P = self.net.match(out0, out1)[0].float()
+        bad = _non_finite(out0, out1, P)
+        if bad:
+            return RelativePose(success=False, reason=f"network output not finite: {bad}", T_0to1=np.eye(4))
         K0 = torch.from_numpy(view0.K)[None].to(self.device)
         K1 = torch.from_numpy(view1.K)[None].to(self.device)
         pts0 = backproject(out0.kpts.double(), out0.depth.double(), K0)[0]
@@ -268,6 +351,18 @@ class Relocalizer:
             match_weights=est.weights.double().cpu().numpy(),
             **maps,
         )
+
+
+def _non_finite(out0: MicKeyOutput, out1: MicKeyOutput, P: torch.Tensor) -> str:
+    """Names of the network outputs holding NaN or Inf (``"depth0, match probabilities"``), empty if none."""
+    names = []
+    for k, out in ((0, out0), (1, out1)):
+        for field_name in ("kpts", "depth", "scores", "descriptors"):
+            if not bool(torch.isfinite(getattr(out, field_name)).all()):
+                names.append(f"{field_name}{k}")
+    if not bool(torch.isfinite(P).all()):
+        names.append("match probabilities")
+    return ", ".join(names)
 
 
 def check_network_size(height: int, width: int, name: str = "image") -> None:

@@ -65,16 +65,40 @@ def test_match_writes_json_and_viz(tmp_path, capsys, tiny_ckpt):
     assert picture is not None and picture.shape[0] > 224
 
 
-def test_match_with_preset_warns_random_init(caplog):
-    code = main(["match", *_demo_args(), "--device", "cpu", "--preset", "tiny"])
+def _api_pose(net, demo_pair, seed=0) -> dict:
+    from mickey_ros import Relocalizer
+
+    res = Relocalizer(net, device="cpu", seed=seed).estimate(*demo_pair)
+    return {"T_0to1": res.T_0to1.tolist(), "confidence": float(res.confidence), "num_inliers": int(res.num_inliers),
+            "num_matches": int(res.num_matches)}
+
+
+def test_match_with_preset_warns_random_init(caplog, tmp_path, demo_pair):
+    out = tmp_path / "pose.json"
+    code = main(["match", *_demo_args(), "--device", "cpu", "--preset", "tiny", "--seed", "5", "--json", str(out)])
     assert code == 0
     assert "randomly initialised 'tiny'" in caplog.text
+    # the pose is the API's with the network drawn from torch.manual_seed(--seed), not the bundled default's
+    from mickey_ros.model import build_model
+    from mickey_ros.model.default import load_default_network
+
+    torch.manual_seed(5)
+    data = json.loads(out.read_text())
+    assert {k: data[k] for k in ("T_0to1", "confidence", "num_inliers", "num_matches")} == \
+        _api_pose(build_model("tiny").eval(), demo_pair, seed=5)
+    assert data["T_0to1"] != _api_pose(load_default_network(), demo_pair, seed=5)["T_0to1"]
 
 
-def test_match_without_checkpoint_uses_the_bundled_default(caplog, capsys):
+def test_match_without_checkpoint_uses_the_bundled_default(caplog, capsys, tmp_path, demo_pair):
+    from mickey_ros.model.default import load_default_network
+
     caplog.set_level(logging.INFO)
-    assert main(["match", *_demo_args(), "--device", "cpu"]) == 0
+    out = tmp_path / "pose.json"
+    assert main(["match", *_demo_args(), "--device", "cpu", "--json", str(out)]) == 0
     assert "using the bundled default network" in caplog.text and "randomly" not in caplog.text
+    data = json.loads(out.read_text())  # the bundled network's pose, as the API gives it on the same pair and seed
+    assert {k: data[k] for k in ("T_0to1", "confidence", "num_inliers", "num_matches")} == \
+        _api_pose(load_default_network(), demo_pair)
 
 
 def test_demo_reports_the_error_beside_the_no_motion_error(capsys, tmp_path):
@@ -130,14 +154,15 @@ def _garbage(tmp_path: Path) -> Path:
         ("wrong count", r"--intrinsics0: expected 4 numbers FX FY CX CY, got 3"),
         ("not a number", r"--intrinsics1: expected 4 numbers FX FY CX CY, got \['a'"),
         ("too small", r"image1: expected at least 42x42 pixels \(3x3 patches of 14\), got 30x30"),
-        ("wrong keys", r"checkpoint"),
+        ("wrong keys", r"checkpoint .*wrong\.ckpt: does not match model 'tiny': unexpected 2 keys "
+                       r"\[foo\.\* \(1\), bar\.\* \(1\)\]$"),
         ("missing backbone", r"dinov2_vitl14_pretrain\.pth"),
         ("missing checkpoint", r"not found"),
         ("unknown preset", r"preset: expected one of official, .*tiny.*got 'foo'"),
         ("no gpu", r"device: 'cuda' requested but no CUDA GPU"),
     ],
 )
-def test_bad_input_exit_2_one_line(case, match, tmp_path, capsys):
+def test_bad_input_exit_2_one_line(case, match, tmp_path, capsys, tiny_ckpt):
     img0, img1 = str(DEMO / "im0.png"), str(DEMO / "im1.png")
     i0, i1 = list(INTR), list(INTR)
     extra: list[str] = []
@@ -156,8 +181,11 @@ def test_bad_input_exit_2_one_line(case, match, tmp_path, capsys):
     elif case == "too small":
         img1 = str(_small_png(tmp_path))
     elif case == "wrong keys":
+        # a complete checkpoint (backbone included) with two keys the model does not have
+        data = torch.load(tiny_ckpt, weights_only=True)
+        data["state_dict"].update({"foo.weight": torch.zeros(2), "bar.bias": torch.zeros(2)})
         path = tmp_path / "wrong.ckpt"
-        torch.save({"foo.weight": torch.zeros(2), "bar.bias": torch.zeros(2)}, path)
+        torch.save(data, path)
         extra = ["--checkpoint", str(path)]
     elif case == "missing backbone":
         path = tmp_path / "mickey.ckpt"
@@ -218,9 +246,41 @@ def test_debug_flag_shows_traceback(tmp_path, capsys):
 
 
 def test_random_init_main_job_is_reproducible(tmp_path):
-    outs = []
-    for k in range(2):
-        out = tmp_path / f"pose{k}.json"
-        assert main(["match", *_demo_args(), "--device", "cpu", "--json", str(out)]) == 0
-        outs.append(json.loads(out.read_text()))
-    assert outs[0] == outs[1]
+    """A random-init network (--preset) gives the same pose in a fresh process as in this one, whatever this
+    process's random state; another --seed draws another network."""
+    args = ["match", *_demo_args(), "--device", "cpu", "--preset", "tiny"]
+    torch.rand(17)  # move this process's global random state: the command must seed its own network
+    assert main([*args, "--json", str(tmp_path / "here.json")]) == 0
+    proc = subprocess.run([sys.executable, "-m", "mickey_ros.cli", *args, "--json", str(tmp_path / "fresh.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main([*args, "--seed", "1", "--json", str(tmp_path / "seed1.json")]) == 0
+    here, fresh, seed1 = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("here", "fresh", "seed1"))
+    assert here == fresh
+    assert here["T_0to1"] != seed1["T_0to1"]
+
+
+def test_match_applies_the_size_budget_and_max_side_overrides_it(tmp_path, capsys, caplog):
+    """An image above the bundled network's budget (its 294-px training size) is resized, K rescaled: the pose
+    equals the one of the same pair given at the budget size; --max-side 0 switches the budget off."""
+    big = tmp_path / "big0.png", tmp_path / "big1.png"
+    for src, dst in zip(("im0.png", "im1.png"), big):
+        image = cv2.imread(str(DEMO / src))
+        cv2.imwrite(str(dst), cv2.resize(image, (588, 448), interpolation=cv2.INTER_NEAREST))
+    args = _demo_args()
+    k0, k1 = args[3:7], args[8:12]
+    scaled = [[str(2 * float(v) + (0.5 if i >= 2 else 0.0)) for i, v in enumerate(k)] for k in (k0, k1)]
+    with caplog.at_level(logging.INFO, logger="mickey_ros.pipeline"):
+        assert main(["match", str(big[0]), str(big[1]), "--intrinsics0", *scaled[0], "--intrinsics1", *scaled[1],
+                     "--device", "cpu", "--json", str(tmp_path / "a.json")]) in (0, 1)
+    assert any("588x448 is above the 294-px size budget (max_side): resized to 294x224" in r.getMessage()
+               for r in caplog.records)
+    assert main(["match", *args, "--device", "cpu", "--json", str(tmp_path / "b.json")]) in (0, 1)
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    # a 2x nearest upscale brought back by the bilinear half-size resize is the same image, and the rescaled K is
+    # the demo K: the same pose
+    np.testing.assert_allclose(a["T_0to1"], b["T_0to1"], atol=1e-6)
+    code = main(["match", *args, "--device", "cpu", "--max-side", "10"])
+    assert code == 2
+    assert _error_line(capsys) == ("mickey-ros: error: --max-side: expected 0 (no budget) or a long side of at least "
+                                   "42 pixels, got 10")

@@ -79,13 +79,37 @@ def test_sign_fix_on_mirrored_points():
     R_est, _ = weighted_kabsch(X0, X1)
     assert torch.linalg.det(R_est).item() == pytest.approx(1.0, abs=1e-12)
     torch.testing.assert_close(R_est @ R_est.T, torch.eye(3, dtype=torch.float64), atol=1e-12, rtol=0)
-    # it is the best proper rotation: no random rotation aligns the clouds better (max trace(R H^T))
-    others = random_rotation(g, (5000,))
-    best_other = torch.einsum("nij,ij->n", others, H.T).max()
-    assert torch.einsum("ij,ij->", R_est, H.T) >= best_other
-    # the mirrored largest axis is turned back by half a turn about the middle axis
+    # it is the best proper rotation: sum_n X1_n . R X0_n = trace(R H) reaches the exact optimum over SO(3),
+    # s1 + s2 - s3 when det H < 0 (singular values s1 >= s2 > s3, so this optimum is unique)
+    s = torch.linalg.svdvals(H)
+    assert torch.linalg.det(H).item() < 0 and s[1] - s[2] > 1.0  # precondition: the reflection case, unique optimum
+    assert torch.einsum("ij,ji->", R_est, H).item() == pytest.approx((s[0] + s[1] - s[2]).item(), rel=1e-12)
+    # the mirrored largest axis is turned back by half a turn about the middle axis (measured distance 0.136)
     half_turn_y = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64))
-    torch.testing.assert_close(R_est, half_turn_y, atol=0.3, rtol=0)
+    torch.testing.assert_close(R_est, half_turn_y, atol=0.2, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [1.0, -1.0], ids=["rotation", "mirrored"])
+def test_noisy_clouds_reach_the_exact_procrustes_optimum(scale):
+    """trace(R H) = s1 + s2 + sign(det H) s3: the maximum over proper rotations (no rotation aligns better)."""
+    g = torch.Generator().manual_seed(8)
+    R, t = random_rotation(g, (16,)), torch.randn(16, 3, generator=g, dtype=torch.float64)
+    X0 = torch.randn(16, 12, 3, generator=g, dtype=torch.float64)
+    X1 = transform(R, t, X0 * torch.tensor([scale, 1.0, 1.0], dtype=torch.float64))
+    X1 = X1 + 0.3 * torch.randn(16, 12, 3, generator=g, dtype=torch.float64)
+    w = torch.rand(16, 12, generator=g, dtype=torch.float64) + 0.1
+    R_est, t_est = weighted_kabsch(X0, X1, w)
+    wn = (w / w.sum(-1, keepdim=True)).unsqueeze(-1)
+    c0, c1 = (wn * X0).sum(-2, keepdim=True), (wn * X1).sum(-2, keepdim=True)
+    H = (X0 - c0).transpose(-1, -2) @ (w.unsqueeze(-1) * (X1 - c1))
+    s = torch.linalg.svdvals(H)
+    sign = torch.sign(torch.linalg.det(H))
+    assert (sign == scale).sum() >= 12  # precondition: mostly the case the parameter names
+    optimum = s[:, 0] + s[:, 1] + sign * s[:, 2]
+    torch.testing.assert_close(torch.einsum("bij,bji->b", R_est, H), optimum, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.linalg.det(R_est), torch.ones(16, dtype=torch.float64), rtol=0, atol=1e-12)
+    # the translation is the optimum's: the weighted centroids coincide
+    torch.testing.assert_close(t_est, (c1 - c0 @ R_est.transpose(-1, -2)).squeeze(-2), rtol=0, atol=1e-12)
 
 
 def test_gradcheck_float64():
@@ -108,7 +132,11 @@ def test_low_precision_under_autocast_returns_float32_rotation(dtype):
     assert R_est.dtype == torch.float32 and t_est.dtype == torch.float32
     torch.testing.assert_close(R_est @ R_est.T, torch.eye(3), atol=1e-6, rtol=0)
     assert torch.linalg.det(R_est).item() == pytest.approx(1.0, abs=1e-6)
-    torch.testing.assert_close(R_est.double(), R, atol=0.05, rtol=0)  # input rounding only
+    # input rounding only (bf16: 8-bit, fp16: 11-bit mantissa); measured over seeds 0-199: max |R_est - R|
+    # 5.0e-4 (bf16) and 7.0e-5 (fp16), max |t_est - t| 1.5e-3 and 2.4e-4; this seed: 1.0e-4 / 1.6e-5
+    atol_R, atol_t = (1e-3, 4e-3) if dtype == torch.bfloat16 else (2e-4, 6e-4)
+    torch.testing.assert_close(R_est.double(), R, atol=atol_R, rtol=0)
+    torch.testing.assert_close(t_est.double(), t, atol=atol_t, rtol=0)
 
 
 def test_float32_stays_float32():

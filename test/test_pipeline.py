@@ -81,6 +81,11 @@ def test_different_sizes_and_resize_maps_keypoints_back(tiny_net, demo_pair):
     # keypoints come back in the caller's pixel frame (full size), not the resized one
     assert res.kpts2d0[:, 0].max() > 196 and res.kpts2d0[:, 0].max() < W
     assert res.kpts2d0[:, 1].min() > -0.5 and res.kpts2d0[:, 1].max() < H
+    # the 3D keypoints are consistent with the caller's camera: they reproject through the ORIGINAL K0 and K1
+    # onto the full-size 2D keypoints (the half-pixel K rescale and the keypoint mapping agree)
+    for K_in, X, uv in ((K0, res.kpts3d0, res.kpts2d0), (K1, res.kpts3d1, res.kpts2d1)):
+        proj = (K_in @ X.T).T
+        np.testing.assert_allclose(proj[:, :2] / proj[:, 2:], uv, rtol=1e-6, atol=1e-6)
 
 
 def test_tensor_and_float_inputs_match_uint8(tiny_net, demo_pair):
@@ -101,10 +106,10 @@ def test_bf16_backbone_autocast_on_cpu(tiny_net, demo_pair):
 
 def test_degenerate_pair_is_data_not_exception(tiny_net):
     # 84x84 px = 6x6 patches: the 3-cell score border leaves no candidate, so no pose, but no crash either
-    image = np.full((84, 84, 3), 127, dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (84, 84, 3), dtype=np.uint8)
     res = Relocalizer(tiny_net, device="cpu").estimate(image, K, image, K)
     assert not res.success
-    assert "match" in res.reason
+    assert "match" in res.reason and "constant" not in res.reason
     np.testing.assert_array_equal(res.T_0to1, np.eye(4))
     assert res.num_inliers == 0 and res.kpts3d0.shape == (0, 3)
 
@@ -143,3 +148,109 @@ def test_bad_settings(tiny_net):
         Relocalizer(tiny_net, device="tpu")
     with pytest.raises(InputError, match="call set_reference"):
         Relocalizer(tiny_net).estimate_query(np.zeros((100, 100, 3), np.uint8), K)
+
+
+# -- plausibility and size budget ---------------------------------------------------------------------------
+TEXTURE = np.random.default_rng(1).integers(0, 256, (224, 294, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("k", "match"), [
+    (np.diag([1e300, 1e300, 1.0]) + np.array([[0, 0, 147], [0, 0, 112], [0, 0, 0]]),
+     r"K1: horizontal field of view 1\.68e-296 deg \(focal 1e\+300 px for 294 px\) is outside \(1, 179\) deg"),
+    (np.diag([1e-300, 1e-300, 1.0]) + np.array([[0, 0, 147], [0, 0, 112], [0, 0, 0]]),
+     r"K1: horizontal field of view 180 deg \(focal 1e-300 px for 294 px\) is outside \(1, 179\) deg"),
+    (np.array([[250.0, 0, 147], [0, 1e5, 112], [0, 0, 1]]), r"K1: vertical field of view 0\.128 deg"),
+    (np.array([[250.0, 0, 5000], [0, 250, 112], [0, 0, 1]]),
+     r"K1: principal point cx=5000 px lies far outside the 294x224 image \(expected -294 \.\. 588\)"),
+    (np.array([[250.0, 0, 147], [0, 250, -900], [0, 0, 1]]), r"K1: principal point cy=-900 px lies far outside"),
+    ([["a", "b", "c"]] * 3, r"K1: expected a 3x3 matrix of numbers, got list"),
+])
+def test_intrinsics_that_cannot_belong_to_the_image_are_refused(tiny_net, k, match):
+    with pytest.raises(IntrinsicsError, match=match) as info:
+        Relocalizer(tiny_net, device="cpu").estimate(TEXTURE, K, TEXTURE, k)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_near_constant_image_is_a_failure_with_its_reason_not_a_pose(tiny_net, which):
+    flat = np.full((224, 294, 3), 0, np.uint8)  # all black (a covered lens)
+    images = [TEXTURE, TEXTURE]
+    images[which] = flat
+    res = Relocalizer(tiny_net, device="cpu").estimate(images[0], K, images[1], K)
+    assert not res.success and res.reason == f"image{which} is nearly constant (pixel std 0 grey levels < 1): " \
+                                             "nothing to match"
+    np.testing.assert_array_equal(res.T_0to1, np.eye(4))
+    reloc = Relocalizer(tiny_net, device="cpu")
+    reloc.set_reference(images[0], K)
+    res = reloc.estimate_query(images[1], K)
+    assert not res.success and "nearly constant" in res.reason
+    # noise of just over one grey level (std 1.1) is not "constant"
+    noisy = np.random.default_rng(2).integers(99, 103, (224, 294, 3), dtype=np.uint8)
+    assert "constant" not in Relocalizer(tiny_net, device="cpu").estimate(noisy, K, TEXTURE, K).reason
+
+
+def test_non_finite_network_outputs_are_a_named_failure(demo_pair):
+    from mickey_ros.model import build_model
+
+    torch.manual_seed(0)
+    net = build_model("tiny").eval()
+    with torch.no_grad():
+        net.extractor.depth_head.reset_parameters()
+        for p in net.extractor.depth_head.parameters():
+            p.fill_(float("nan"))
+    image0, K0, image1, K1 = demo_pair
+    res = Relocalizer(net, device="cpu").estimate(image0, K0, image1, K1)
+    assert not res.success and res.reason == "network output not finite: depth0, depth1"
+
+
+def test_size_budget_resizes_large_images_keeping_aspect_and_metric_keypoints(tiny_net, caplog):
+    """A 4000x3000 frame is brought to the network's budget (long side max_side), K rescaled, logged once."""
+    import logging
+
+    rng = np.random.default_rng(3)
+    big = np.repeat(np.repeat(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8), 10, 0), 10, 1)  # 4000x3000
+    K_big = np.array([[3000.0, 0, 2000], [0, 3000.0, 1500], [0, 0, 1]])
+    reloc = Relocalizer(tiny_net, device="cpu", seed=0, max_side=294)
+    with caplog.at_level(logging.INFO, logger="mickey_ros.pipeline"):
+        res = reloc.estimate(big, K_big, big, K_big)
+        reloc.estimate(big, K_big, big, K_big)
+    logged = [r.getMessage() for r in caplog.records if "size budget" in r.getMessage()]
+    assert logged == ["image0: 4000x3000 is above the 294-px size budget (max_side): resized to 294x220, "
+                      "K rescaled"]
+    assert res.depth0.shape == (220 // 14, 294 // 14)
+    proj = (K_big @ res.kpts3d0.T).T  # 3D keypoints reproject through the caller's K onto its pixels
+    np.testing.assert_allclose(proj[:, :2] / proj[:, 2:], res.kpts2d0, rtol=1e-6, atol=1e-4)
+    assert res.kpts2d0[:, 0].max() > 2000  # caller's (full-size) pixels
+    # resize wins over the budget; None switches it off
+    res = Relocalizer(tiny_net, device="cpu", max_side=294, resize=(112, 84)).estimate(big, K_big, big, K_big)
+    assert res.depth0.shape == (6, 8)
+    assert Relocalizer(tiny_net, max_side=None).max_side is None
+
+
+def test_default_budget_follows_the_network():
+    from mickey_ros.model import build_model
+    from mickey_ros.model.default import load_default_network
+    from mickey_ros.pipeline import DEFAULT_MAX_SIDE
+
+    assert Relocalizer(build_model("tiny")).max_side == DEFAULT_MAX_SIDE == 720
+    assert Relocalizer(load_default_network()).max_side == 294  # its training size, 294x224
+    for bad in (0, 41, "big", True):
+        with pytest.raises(InputError, match=r"max_side: expected 'auto', None or a long side of at least 42"):
+            Relocalizer(build_model("tiny"), max_side=bad)
+
+
+def test_input_size_round_trips_through_checkpoints(tmp_path):
+    from mickey_ros.errors import CheckpointError
+    from mickey_ros.model import build_model, load_checkpoint
+    from mickey_ros.model.checkpoint import save_checkpoint
+
+    net = build_model("tiny")
+    assert load_checkpoint(save_checkpoint(net, tmp_path / "a.pt")).input_size is None
+    net.input_size = (294, 224)
+    path = save_checkpoint(net, tmp_path / "b.pt")
+    assert load_checkpoint(path).input_size == (294, 224)
+    blob = torch.load(path, weights_only=True)
+    blob["input_size"] = [294]
+    torch.save(blob, path)
+    with pytest.raises(CheckpointError, match=r"b\.pt: input_size: expected \[W, H\] in pixels, got \[294\]"):
+        load_checkpoint(path)

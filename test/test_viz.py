@@ -37,9 +37,21 @@ def test_layout_and_inlier_lines_are_drawn():
 
 
 def test_failed_result_has_no_lines_and_shows_reason():
+    import dataclasses
+
     image = np.full((84, 98, 3), 100, np.uint8)
-    picture = render_result(image, image, _result(success=False))
+    failed = _result(success=False)
+    picture = render_result(image, image, failed)
     assert np.all(picture[:84, :98] == 100)  # untouched image: no lines
+    # the reason is drawn: another reason changes the legend (and only the legend, below the three picture rows),
+    # and without a reason only the "reason: " label is left, so the text's ink ends far further left
+    other = render_result(image, image, dataclasses.replace(failed, reason="no valid pose: all degenerate"))
+    empty = render_result(image, image, dataclasses.replace(failed, reason=""))
+    assert picture.shape == other.shape == empty.shape
+    changed = np.flatnonzero(np.any(picture != other, axis=(1, 2)))
+    assert changed.size and changed.min() >= 3 * 84
+    ink = lambda pic: np.flatnonzero(np.any(pic[3 * 84:] < 128, axis=(0, 2)))  # noqa: E731 - dark text columns
+    assert ink(empty).max() < 90 and ink(picture).max() > 150
 
 
 def test_depth_colouring_brighter_is_closer_and_masks_invalid():

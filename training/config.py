@@ -30,6 +30,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "backbone_weights": "",  # DINOv2 file for official/vit presets (frozen backbone, as the paper)
         "freeze_backbone": None,  # None = the preset's choice (official: frozen; tiny: trainable)
         "cache_features": False,  # cache frozen-backbone features per image (needs a frozen backbone)
+        # set the network's depth_focal_ref (pixels; 0 = metric head): e.g. continue a metric-depth checkpoint as a
+        # focal-relative one (same weights: depth x fx / ref from then on). None = the checkpoint's / preset's
+        "depth_focal_ref": None,
     },
     "data": {
         "kind": "bags",  # bags | mapfree
@@ -84,6 +87,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# smallest accepted value of integer keys (checked with the types, before any work starts)
+MINIMUMS: dict[str, int] = {
+    "train.batch_size": 1, "train.epochs": 1, "train.max_steps": 0, "train.val_per_epoch": 1,
+    "train.recalibrate_batchnorm": 0, "train.checkpoint_every": 0, "train.val_every": 0, "train.log_every": 1,
+    "data.num_workers": 0,
+}
+
+
+def _check_minimum(key: str, dotted: str, value: Any) -> None:
+    low = MINIMUMS.get(dotted)
+    if low is not None and isinstance(value, int) and value < low:
+        raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
+
+
 def _check_value(key: str, value: Any, default: Any) -> Any:
     if default is None or value is None:
         return value
@@ -127,6 +144,7 @@ def merge(config: dict, updates: dict, source: str) -> dict:
             if key not in DEFAULTS[section]:
                 raise ConfigError(f"{source}: unknown key {section}.{key} (known: {', '.join(DEFAULTS[section])})")
             out[section][key] = _check_value(f"{source}: {section}.{key}", value, DEFAULTS[section][key])
+            _check_minimum(f"{source}: {section}.{key}", f"{section}.{key}", out[section][key])
     return out
 
 

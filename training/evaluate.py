@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `mickey_ro
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mickey_ros.errors import InputError, MickeyError  # noqa: E402
+from mickey_ros.errors import InputError, MickeyError, describe_error  # noqa: E402
 from mickey_ros.geometry.metrics import pose_errors, vcre  # noqa: E402
 from mickey_ros.geometry.pose_eval import KEYS as SUMMARY_KEYS, summarize_poses  # noqa: E402
 from mickey_ros.mapfree import aggregate_results, write_submission  # noqa: E402
@@ -50,7 +50,8 @@ def depth_summary(net: Any, item: dict[str, Any], device: Any) -> list[tuple[flo
 
     rows = []
     for k in (0, 1):
-        out = net(item[f"image{k}"][None].to(device))
+        focal = item[f"K_color{k}"][0, 0].reshape(1).float().to(device)  # fx of this image (focal-relative depth)
+        out = net(item[f"image{k}"][None].to(device), focal)
         z = sample_depth(item[f"depth{k}"][None].to(device), out.kpts)[0]
         d = out.depth[0]
         ok = torch.isfinite(z) & (z > 0) & (d > 0)
@@ -68,6 +69,9 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     """Run the Relocalizer on the dataset's pairs (``indices``, else the first ``max_pairs``) and score them as
     Map-free does. Items with sensor depth (``depth0``/``depth1``) add ``depth_ratio_median`` and
     ``depth_logcorr_median`` (predicted vs sensor depth at the keypoints, over images).
+
+    A pair that raises (unreadable frame, implausible intrinsics, ...) counts as a failure and its reason as an
+    entry of ``metrics["skipped"]`` (reason -> count); the run goes on.
 
     Camera 0 is the reference (identity pose), so a pair's ground truth ``T_0to1`` is the query's
     world-to-camera pose; VCRE uses the query's network-input K and image size.
@@ -87,13 +91,21 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     summary_rows: dict[str, list[Any]] = {"T_est": [], "T_gt": [], "K": [], "size": [], "confidence": []}
     count = len(dataset) if max_pairs is None else min(len(dataset), max_pairs)
     depth_rows: list[tuple[float, float]] = []
+    skipped: dict[str, int] = {}
     with torch.no_grad():
         for i in (range(count) if indices is None else indices):
-            item = dataset[i]
-            if "depth0" in item:
-                depth_rows += depth_summary(reloc.net, item, reloc.device)
+            try:  # one bad pair (unreadable frame, implausible K, ...) is a counted skip, never the end of the run
+                item = dataset[i]
+                res = reloc.estimate(item["image0"], item["K_color0"].numpy(), item["image1"],
+                                     item["K_color1"].numpy())
+                if "depth0" in item:
+                    depth_rows += depth_summary(reloc.net, item, reloc.device)
+            except Exception as err:  # noqa: BLE001 - isolation is the point; the reason is kept
+                reason = describe_error(err)
+                skipped[reason] = skipped.get(reason, 0) + 1
+                failures += 1
+                continue
             scene = _scene_name(item["scene_id"])
-            res = reloc.estimate(item["image0"], item["K_color0"].numpy(), item["image1"], item["K_color1"].numpy())
             rows = per_scene.setdefault(scene, {"trans_err": [], "rot_err": [], "reproj_err": [], "confidence": []})
             estimates.setdefault(scene, [])
             T_gt = item["T_0to1"].double().numpy()
@@ -113,6 +125,7 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
             rows["confidence"].append(float(res.confidence))
             estimates[scene].append((_frame_name(item["pair_names"][1]), res.R, res.t, float(res.confidence)))
     metrics: dict[str, Any] = aggregate_results(list(per_scene.values()), failures)
+    metrics["skipped"] = skipped
     if summary_rows["T_gt"]:
         metrics.update(summarize_poses(summary_rows["T_est"], summary_rows["T_gt"], summary_rows["K"],
                                        summary_rows["size"], summary_rows["confidence"]))
@@ -184,7 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                           indices)
     write_submission(out / "submission.zip", estimates)
     if args.kind == "mapfree" and args.max_pairs is None and indices is None:  # the benchmark's own scoring of the zip
-        summary = {k: v for k, v in metrics.items() if k in SUMMARY_KEYS or k == "identity"}
+        summary = {k: v for k, v in metrics.items() if k in SUMMARY_KEYS or k in ("identity", "skipped")}
         metrics = {**evaluate_submission(out / "submission.zip", Path(args.data), args.split), **summary}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

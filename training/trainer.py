@@ -92,6 +92,12 @@ def build_network(cfg: dict) -> MicKey:
             except (RuntimeError, TypeError) as err:
                 raise CheckpointError(f"model.backbone_weights: {m['backbone_weights']} does not fit the "
                                       f"{m['preset']} backbone ({str(err).splitlines()[0]})") from err
+    ref = m["depth_focal_ref"]
+    if ref is not None and float(ref) != net.config.depth_focal_ref:
+        state, input_size = net.state_dict(), net.input_size
+        net = MicKey(dataclasses.replace(net.config, depth_focal_ref=float(ref)), preset=net.preset)
+        net.load_state_dict(state)
+        net.input_size = input_size
     if m["cache_features"] and not net.config.freeze_backbone:
         raise InputError("model.cache_features: needs a frozen backbone (set model.freeze_backbone=true)")
     return net
@@ -129,9 +135,11 @@ class StepModule(nn.Module):
                             enabled=self.autocast_dtype is not None):
             return self.net.backbone_features(x)
 
-    def forward(self, x0: torch.Tensor, x1: torch.Tensor, features: bool = False) -> tuple[Any, Any, torch.Tensor]:
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor, features: bool = False, focal0: torch.Tensor | None = None,
+                focal1: torch.Tensor | None = None) -> tuple[Any, Any, torch.Tensor]:
+        """``focal0/1``: ``[B]`` fx of the network inputs (pixels), for a focal-relative depth head."""
         f0, f1 = (x0, x1) if features else (self._features(x0), self._features(x1))
-        out0, out1 = self.net.forward_heads(f0.float()), self.net.forward_heads(f1.float())
+        out0, out1 = self.net.forward_heads(f0.float(), focal0), self.net.forward_heads(f1.float(), focal1)
         return out0, out1, self.net.match(out0, out1)
 
 
@@ -216,14 +224,16 @@ class Trainer:
     def train_step(self, batch: dict[str, Any], global_indices: list[int]) -> dict[str, float]:
         """Forward, loss, backward and (unless a gradient is not finite) one Adam step; returns scalars."""
         dev = self.device
+        if self.net.input_size is None:  # recorded in the checkpoints: the Relocalizer's default size budget
+            self.net.input_size = (int(batch["image0"].shape[-1]), int(batch["image0"].shape[-2]))
         im0, im1 = batch["image0"].to(dev), batch["image1"].to(dev)
         features = self.cache is not None
         if features:
             names0, names1 = batch["pair_names"]
             im0, im1 = self.cache(im0, list(names0)), self.cache(im1, list(names1))
-        out0, out1, P = self.step_module(im0, im1, features)
-        gens = [pair_generator(self.cfg["train"]["seed"], self.step, i, P.device) for i in global_indices]
         K0, K1, T_0to1 = batch["K_color0"].to(dev), batch["K_color1"].to(dev), batch["T_0to1"].to(dev).double()
+        out0, out1, P = self.step_module(im0, im1, features, K0[:, 0, 0], K1[:, 0, 0])
+        gens = [pair_generator(self.cfg["train"]["seed"], self.step, i, P.device) for i in global_indices]
         lo = mickey_loss(P.float(), out0.kpts, out1.kpts, out0.depth, out1.depth, K0, K1,
                          batch["Kori_color0"].to(dev), batch["Kori_color1"].to(dev), T_0to1, self.loss_cfg,
                          self.topk(), gens) if self.aux_cfg.mickey_weight > 0 else None
@@ -361,7 +371,8 @@ class Trainer:
         with torch.no_grad():
             for batch in self._loader(dataset, batches):
                 images = torch.cat([batch["image0"], batch["image1"]]).to(self.device)  # as a training step sees them
-                self.net.forward_heads(self.net.backbone_features(images))
+                focal = torch.cat([batch["K_color0"][:, 0, 0], batch["K_color1"][:, 0, 0]]).to(self.device)
+                self.net.forward_heads(self.net.backbone_features(images), focal)
                 used += 1
         for m, momentum in zip(bns, momenta):
             m.momentum = momentum

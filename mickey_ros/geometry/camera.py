@@ -46,7 +46,11 @@ def check_intrinsics(K: np.ndarray | torch.Tensor, name: str = "K") -> np.ndarra
     """
     if isinstance(K, torch.Tensor):
         K = K.detach().cpu().double().numpy()
-    K = np.asarray(K, dtype=np.float64)
+    try:
+        K = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise IntrinsicsError(f"{name}: expected a 3x3 matrix of numbers, got {type(K).__name__} "
+                              f"({str(err).splitlines()[0]})") from err
     if K.shape != (3, 3):
         raise IntrinsicsError(f"{name}: expected a 3x3 intrinsics matrix, got shape {tuple(K.shape)}")
     if not np.all(np.isfinite(K)):
@@ -58,6 +62,33 @@ def check_intrinsics(K: np.ndarray | torch.Tensor, name: str = "K") -> np.ndarra
     if not np.allclose(K[2], [0.0, 0.0, 1.0]):
         raise IntrinsicsError(f"{name}: expected last row [0, 0, 1], got {K[2].tolist()}")
     return K
+
+
+MIN_FOV_DEG, MAX_FOV_DEG = 1.0, 179.0  # plausible horizontal / vertical fields of view of a pinhole camera
+
+
+def check_intrinsics_fit(K: np.ndarray, width: int, height: int, name: str = "K") -> None:
+    """Reject intrinsics that cannot belong to a ``width x height`` image (a checked ``[3, 3]`` K, pixels).
+
+    Field of view ``2 atan(W / 2 fx)`` (and the vertical one) within ``(1 deg, 179 deg)``; principal point
+    within one image size of the image (``-W <= cx <= 2 W``, same for cy): e.g. fx = 1e300 or 1e-300, or K of
+    another resolution, which would otherwise give a confident but meaningless pose.
+
+    Raises:
+        IntrinsicsError: one line naming ``name``, the value and the accepted range.
+    """
+    for axis, size, f, c in (("horizontal", width, K[0, 0], K[0, 2]), ("vertical", height, K[1, 1], K[1, 2])):
+        fov = float(np.degrees(2.0 * np.arctan2(size / 2.0, f)))
+        if not MIN_FOV_DEG < fov < MAX_FOV_DEG:
+            raise IntrinsicsError(
+                f"{name}: {axis} field of view {fov:.3g} deg (focal {f:g} px for {size} px) is outside "
+                f"({MIN_FOV_DEG:g}, {MAX_FOV_DEG:g}) deg; is K for this {width}x{height} image?"
+            )
+        if not -size <= c <= 2 * size:
+            raise IntrinsicsError(
+                f"{name}: principal point {'cx' if axis == 'horizontal' else 'cy'}={c:g} px lies far outside the "
+                f"{width}x{height} image (expected {-size} .. {2 * size}); is K for this image?"
+            )
 
 
 def rescale_intrinsics(K: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "mickey_ros"  # value of the "format" entry of this project's checkpoints
 FORMAT_VERSION = 1
-RESERVED = ("format", "format_version", "preset", "config", "state_dict", "includes_backbone")
+RESERVED = ("format", "format_version", "preset", "config", "state_dict", "includes_backbone", "input_size")
 LIGHTNING_PREFIX = "compute_matches."
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/{name}/{name}_pretrain.pth"
 
@@ -286,12 +286,13 @@ def load_checkpoint(path: str | Path, backbone_weights: str | Path | None = None
         except (InputError, TypeError) as err:
             raise CheckpointError(f"{source}: invalid model config ({_first_line(err)})") from err
         preset = str(data.get("preset", "custom"))
+        input_size = _input_size(data.get("input_size"), source)
     else:
         if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
             data = data["state_dict"]
         state = _check_tensors(data, source)
         state = {k.removeprefix(LIGHTNING_PREFIX): v for k, v in state.items()}
-        config, preset = None, None
+        config, preset, input_size = None, None, None
 
     in_file = _backbone_in(state)
     if backbone_weights is not None:
@@ -322,7 +323,22 @@ def load_checkpoint(path: str | Path, backbone_weights: str | Path | None = None
         raise CheckpointError(
             f"{source}: backbone {arch} does not fit the stored config (backbone {config.backbone})"
         )
-    return _build_loaded(config, preset or "custom", state, source, map_location)
+    net = _build_loaded(config, preset or "custom", state, source, map_location)
+    net.input_size = input_size
+    return net
+
+
+def _input_size(value: Any, source: str) -> tuple[int, int] | None:
+    """The stored ``input_size`` entry ``[W, H]`` (pixels) checked, or None when absent."""
+    if value is None:
+        return None
+    try:
+        width, height = (int(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: input_size: expected [W, H] in pixels, got {value!r}") from err
+    if width < 1 or height < 1:
+        raise CheckpointError(f"{source}: input_size: expected [W, H] in pixels, got {value!r}")
+    return width, height
 
 
 def _config_for(state: dict[str, torch.Tensor], arch: str) -> tuple[ModelConfig, str]:
@@ -381,6 +397,8 @@ def save_checkpoint(net: MicKey, path: str | Path, *, include_backbone: bool = T
     path.parent.mkdir(parents=True, exist_ok=True)
     config = dataclasses.asdict(net.config)
     config["blocks_dim"] = list(config["blocks_dim"])
+    size = getattr(net, "input_size", None)
     torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "preset": net.preset, "config": config,
-                "includes_backbone": include_backbone, "state_dict": state, **extra}, path)
+                "includes_backbone": include_backbone, "state_dict": state,
+                "input_size": None if size is None else [int(v) for v in size], **extra}, path)
     return path

@@ -14,10 +14,12 @@ from mickey_ros.model.checkpoint import load_checkpoint
 from mickey_ros.model.mickey import MicKey
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "default_tiny.pt"
+TRAINED_SIZE = (294, 224)  # (W, H) pixels of the synthetic images it was trained on (the file predates input_size)
 
 
 def load_default_network() -> MicKey:
-    """The bundled default network in eval mode.
+    """The bundled default network in eval mode, with its training size as ``input_size`` (the Relocalizer's
+    default size budget, see ``mickey_ros.pipeline.default_max_side``).
 
     Raises:
         MissingWeightsError: the file is not installed (e.g. a checkout without it).
@@ -25,4 +27,7 @@ def load_default_network() -> MicKey:
     if not DEFAULT_WEIGHTS.exists():
         raise MissingWeightsError(f"default network: {DEFAULT_WEIGHTS} is missing; reinstall mickey_ros or pass "
                                   "--checkpoint")
-    return load_checkpoint(DEFAULT_WEIGHTS)
+    net = load_checkpoint(DEFAULT_WEIGHTS)
+    if net.input_size is None:
+        net.input_size = TRAINED_SIZE
+    return net

@@ -37,6 +37,10 @@ class ModelConfig:
     dustbin_init: float = 1.0  # initial learned dustbin score
     depth_activation: str = "none"  # "none": raw conv output (official, may be <= 0); "exp": scale * exp(raw) > 0
     depth_scale: float = 1.0  # metres at raw output 0 for depth_activation "exp" (the initial depth)
+    # 0: the depth head outputs metres (official). > 0: it outputs the depth a camera with this focal length
+    # (pixels) would see, and metric depth = head output * fx / depth_focal_ref ("canonical camera"): the same
+    # image taken with a longer lens shows things larger, i.e. further away than they look
+    depth_focal_ref: float = 0.0
 
     def __post_init__(self) -> None:
         if self.backbone not in VIT_ARCHS:
@@ -53,6 +57,9 @@ class ModelConfig:
             raise InputError(f"depth_activation: expected 'none' or 'exp', got {self.depth_activation!r}")
         if not self.depth_scale > 0:
             raise InputError(f"depth_scale: expected a positive number of metres, got {self.depth_scale!r}")
+        if not self.depth_focal_ref >= 0:
+            raise InputError(f"depth_focal_ref: expected 0 (off) or a focal length in pixels, "
+                             f"got {self.depth_focal_ref!r}")
 
     @property
     def embed_dim(self) -> int:
@@ -69,10 +76,11 @@ PRESETS: dict[str, ModelConfig] = {
         attention_heads=4,
     ),
     # trainable on a CPU and able to learn metric depth: hybrid conv + ViT backbone, positive depth starting at
-    # 2.5 m, one border cell (small images have few cells), 128-d descriptors
+    # 2.5 m, one border cell (small images have few cells), 128-d descriptors, depth relative to a 228-px focal
+    # length (0.775 x the 294-px width of the synthetic images: the middle of their 0.65-0.9 range)
     "small": ModelConfig(
         backbone="hybrid_small14", freeze_backbone=False, blocks_dim=(64, 64, 64, 32), descriptor_dim=128,
-        attention_heads=4, score_border=1, depth_activation="exp", depth_scale=2.5,
+        attention_heads=4, score_border=1, depth_activation="exp", depth_scale=2.5, depth_focal_ref=228.0,
     ),
 }
 
@@ -83,7 +91,7 @@ class MicKeyOutput:
 
     Attributes:
         kpts: ``[B, N, 2]`` pixels (x, y) in the network input image: ``(sigmoid offset + (col, row)) * 14``.
-        depth: ``[B, N]`` metres (raw network output, may be <= 0).
+        depth: ``[B, N]`` metres (raw network output, may be <= 0; times fx / depth_focal_ref when set).
         scores: ``[B, N]`` keypoint scores (spatial softmax, zero on the 3-cell border).
         descriptors: ``[B, N, D]`` unit length.
         grid_hw: ``(h, w)`` patch rows and columns.
@@ -137,6 +145,7 @@ class MicKey(nn.Module):
         super().__init__()
         self.config = config
         self.preset = preset
+        self.input_size: tuple[int, int] | None = None  # (W, H) pixels it was trained at, if known (checkpoints)
         self.extractor = MicKeyExtractor(config)
         self.matcher = DualSoftmaxMatcher(config.match_temperature, config.dustbin_init)
         if config.freeze_backbone:
@@ -168,20 +177,23 @@ class MicKey(nn.Module):
         return self
 
     # -- forward -----------------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> MicKeyOutput:
+    def forward(self, images: torch.Tensor, focal: torch.Tensor | None = None) -> MicKeyOutput:
         """Keypoints, depth, scores and descriptors of a batch of images.
 
         Args:
             images: ``[B, 3, H, W]`` float RGB in [0, 1] (no mean/std normalisation), H, W >= 42. The
                 top-left ``14 floor(H/14) x 14 floor(W/14)`` region is used.
+            focal: ``[B]`` fx of each image (pixels, of these images); required when
+                ``config.depth_focal_ref > 0``, ignored otherwise.
 
         Returns:
             ``MicKeyOutput`` with ``N = (H // 14) * (W // 14)`` keypoints per image.
 
         Raises:
             ImageError: not a float ``[B, 3, H, W]`` tensor, or smaller than 42 x 42 pixels.
+            InputError: ``focal`` missing or malformed for a focal-relative network.
         """
-        return self.forward_heads(self.backbone_features(images))
+        return self.forward_heads(self.backbone_features(images), focal)
 
     def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone map of the cropped images (no gradient when the backbone is frozen).
@@ -201,17 +213,18 @@ class MicKey(nn.Module):
             features = self.backbone(images)
         return features.float()
 
-    def forward_heads(self, features: torch.Tensor) -> MicKeyOutput:
+    def forward_heads(self, features: torch.Tensor, focal: torch.Tensor | None = None) -> MicKeyOutput:
         """Run the four heads on backbone features.
 
         Args:
             features: ``[B, C, h, w]`` backbone map (C = backbone width), e.g. from ``backbone_features``.
+            focal: ``[B]`` fx of each image (pixels); see ``forward``.
 
         Returns:
             ``MicKeyOutput`` (N = h * w).
 
         Raises:
-            InputError: wrong shape or channel count.
+            InputError: wrong shape or channel count; ``focal`` missing or malformed for a focal-relative network.
         """
         C = self.config.embed_dim
         if not isinstance(features, torch.Tensor) or features.ndim != 4 or features.shape[1] != C:
@@ -221,7 +234,9 @@ class MicKey(nn.Module):
         B, _, h, w = features.shape
         scores = e.det_head(features)
         offsets = e.det_offset(features)
-        depth = e.depth_head(features)
+        depth = e.depth_head(features).reshape(B, h * w)
+        if self.config.depth_focal_ref > 0:
+            depth = depth * self._focal_factor(focal, B, features.device)[:, None]
         descriptors = e.dsc_head(features)
         cols = torch.arange(w, device=features.device, dtype=offsets.dtype)
         rows = torch.arange(h, device=features.device, dtype=offsets.dtype)
@@ -229,11 +244,23 @@ class MicKey(nn.Module):
         ky = (offsets[:, 1] + rows[None, :, None]) * PATCH_SIZE
         return MicKeyOutput(
             kpts=torch.stack([kx, ky], dim=-1).reshape(B, h * w, 2),
-            depth=depth.reshape(B, h * w),
+            depth=depth,
             scores=scores.reshape(B, h * w),
             descriptors=descriptors.flatten(2).transpose(1, 2),
             grid_hw=(int(h), int(w)),
         )
+
+    def _focal_factor(self, focal: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        """``[B]`` float32 ``fx / depth_focal_ref``, checked."""
+        ref = self.config.depth_focal_ref
+        if focal is None:
+            raise InputError(f"focal: this network's depth is relative to a {ref:g}-px focal length "
+                             "(depth_focal_ref); pass each image's fx in pixels")
+        focal = torch.as_tensor(focal, dtype=torch.float32, device=device).reshape(-1)
+        if focal.shape[0] != batch or not bool(torch.isfinite(focal).all() and (focal > 0).all()):
+            raise InputError(f"focal: expected {batch} positive finite focal lengths (pixels), got "
+                             f"{focal.tolist()}")
+        return focal / ref
 
     def match(self, out0: MicKeyOutput, out1: MicKeyOutput) -> torch.Tensor:
         """Correspondence probabilities between two views (image sizes may differ).

@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mickey_ros.errors import InputError, MickeyError
+from mickey_ros.errors import InputError, MickeyError, first_line  # noqa: F401 (re-exported)
+from mickey_ros.errors import describe_error as describe  # noqa: F401 (re-exported)
 
 EXACT_INFO_NS = 1_000_000  # a CameraInfo within 1 ms of an image is "at its stamp"
 
@@ -62,19 +63,6 @@ class BagSummary:
             lines.append(f"note: {self.nearest_info} images had no CameraInfo at their stamp and used the nearest "
                          "CameraInfo of their camera")
         return lines
-
-
-def first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-def describe(err: BaseException) -> str:
-    """The reason of a skip: the error's own line for our typed errors, else type and first line."""
-    if isinstance(err, MickeyError):
-        return first_line(err)
-    text = first_line(err)
-    return text if text == type(err).__name__ else f"{type(err).__name__}: {text}"
 
 
 # -- pass 1: the index --------------------------------------------------------------------------------------------

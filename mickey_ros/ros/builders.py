@@ -72,20 +72,46 @@ def _rotation_translation(types: MessageTypes, T: np.ndarray) -> tuple[Any, Any]
     return q, [float(v) for v in T[:3, 3]]
 
 
-def transform_stamped_from_relative_pose(types: MessageTypes, hdr: Any, child_frame_id: str, T_0to1: np.ndarray) -> Any:
-    """TF ``hdr.frame_id`` (camera 0 optical) -> ``child_frame_id`` (camera 1 optical).
-
-    A TF parent -> child carries the child's pose in the parent, i.e. ``T_1to0 = inv(T_0to1)``.
-    """
-    q, t = _rotation_translation(types, invert_T(T_0to1))
+def transform_stamped(types: MessageTypes, hdr: Any, child_frame_id: str, T_parent_child: np.ndarray) -> Any:
+    """TF ``hdr.frame_id`` (parent) -> ``child_frame_id``; ``T_parent_child`` maps child-frame points into the parent
+    frame (``X_parent = T_parent_child X_child``), i.e. it is the child's pose in the parent, as TF carries it."""
+    q, t = _rotation_translation(types, T_parent_child)
     transform = types["geometry_msgs/msg/Transform"](
         translation=types["geometry_msgs/msg/Vector3"](x=t[0], y=t[1], z=t[2]), rotation=q
     )
     return types["geometry_msgs/msg/TransformStamped"](header=hdr, child_frame_id=child_frame_id, transform=transform)
 
 
+def transform_stamped_from_relative_pose(types: MessageTypes, hdr: Any, child_frame_id: str, T_0to1: np.ndarray) -> Any:
+    """TF ``hdr.frame_id`` (camera 0 optical) -> ``child_frame_id`` (camera 1 optical).
+
+    A TF parent -> child carries the child's pose in the parent, i.e. ``T_1to0 = inv(T_0to1)``.
+    """
+    return transform_stamped(types, hdr, child_frame_id, invert_T(T_0to1))
+
+
+def query_pose_in_anchor(T_anchor_0: np.ndarray, T_0to1: np.ndarray) -> np.ndarray:
+    """Camera 1's pose in an anchor frame (e.g. a map): ``T_anchor_1 = T_anchor_0 @ inv(T_0to1)``.
+
+    ``T_anchor_0`` maps camera-0 points into the anchor frame (camera 0's pose in it); ``T_0to1`` maps camera-0
+    points into camera-1 points (``X1 = R X0 + t``), so ``inv(T_0to1)`` maps camera-1 points into camera 0.
+    """
+    return np.asarray(T_anchor_0, dtype=np.float64) @ invert_T(T_0to1)
+
+
 TF_MODES = ("none", "relative")
 DEFAULT_CHILD_SUFFIX = "_mickey"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Camera 0's known pose in a fixed frame (reference mode: the reference camera in a map).
+
+    ``T_frame_0`` maps camera-0 optical-frame points into ``frame`` (the pose a TF ``frame`` -> camera 0 carries).
+    """
+
+    frame: str
+    T_frame_0: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -96,8 +122,9 @@ class TfNaming:
     - ``relative``: parent = camera 0's optical frame, child = :meth:`child` of camera 1's optical frame. The child
       is a frame of its own (``<frame1><child_suffix>``, or ``child_frame`` when given), never camera 1's optical
       frame itself: a robot's URDF usually gives that frame a parent already, and a TF frame has exactly one.
-
-    A further mode (e.g. a query camera in a reference map frame) is one more entry in :meth:`transforms`.
+      With an :class:`Anchor` (camera 0's pose in a map is known) the parent is the anchor frame instead and the
+      transform is camera 1's pose in it (:func:`query_pose_in_anchor`): still one parent for the child, and
+      ``map -> <frame1>_mickey`` is what a consumer of map poses looks up.
     """
 
     mode: str = "relative"
@@ -108,8 +135,10 @@ class TfNaming:
         """TF child for the estimated pose of camera 1 (optical frame ``frame1``)."""
         return self.child_frame or f"{frame1}{self.child_suffix}"
 
-    def transforms(self, types: MessageTypes, hdr0: Any, frame1: str, T_0to1: np.ndarray) -> list[Any]:
-        """``geometry_msgs/TransformStamped`` messages for one pose (``hdr0``: image-0 stamp, camera-0 optical frame).
+    def transforms(self, types: MessageTypes, hdr0: Any, frame1: str, T_0to1: np.ndarray,
+                   anchor: Anchor | None = None) -> list[Any]:
+        """``geometry_msgs/TransformStamped`` messages for one pose (``hdr0``: image-0 stamp, camera-0 optical frame;
+        with ``anchor``: parent ``anchor.frame``, the same stamp).
 
         Raises:
             ValueError: unknown ``mode``.
@@ -117,15 +146,19 @@ class TfNaming:
         if self.mode == "none":
             return []
         if self.mode == "relative":
-            return [transform_stamped_from_relative_pose(types, hdr0, self.child(frame1), T_0to1)]
+            if anchor is None:
+                return [transform_stamped_from_relative_pose(types, hdr0, self.child(frame1), T_0to1)]
+            hdr = types["std_msgs/msg/Header"](stamp=hdr0.stamp, frame_id=anchor.frame)
+            return [transform_stamped(types, hdr, self.child(frame1), query_pose_in_anchor(anchor.T_frame_0, T_0to1))]
         raise ValueError(f"tf_mode: expected one of {', '.join(TF_MODES)}, got {self.mode!r}")
 
 
-def pose_with_covariance_from_relative_pose(types: MessageTypes, hdr: Any, T_0to1: np.ndarray,
-                                            covariance: np.ndarray | None = None) -> Any:
-    """Pose of camera 1 in camera 0's optical frame (``inv(T_0to1)``), covariance ``[6, 6]`` row-major
-    (x, y, z, rotX, rotY, rotZ); ``None`` = unknown, marked by -1 in element 0 (the ROS convention)."""
-    q, t = _rotation_translation(types, invert_T(T_0to1))
+def pose_with_covariance(types: MessageTypes, hdr: Any, T_frame_child: np.ndarray,
+                         covariance: np.ndarray | None = None) -> Any:
+    """``PoseWithCovarianceStamped`` of the pose ``T_frame_child`` (maps child points into ``hdr.frame_id``),
+    covariance ``[6, 6]`` row-major (x, y, z, rotX, rotY, rotZ); ``None`` = unknown, marked by -1 in element 0
+    (the ROS convention)."""
+    q, t = _rotation_translation(types, T_frame_child)
     pose = types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](x=t[0], y=t[1], z=t[2]),
                                            orientation=q)
     cov = np.zeros(36) if covariance is None else np.asarray(covariance, dtype=np.float64).reshape(36)
@@ -134,6 +167,12 @@ def pose_with_covariance_from_relative_pose(types: MessageTypes, hdr: Any, T_0to
     return types["geometry_msgs/msg/PoseWithCovarianceStamped"](
         header=hdr, pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=cov)
     )
+
+
+def pose_with_covariance_from_relative_pose(types: MessageTypes, hdr: Any, T_0to1: np.ndarray,
+                                            covariance: np.ndarray | None = None) -> Any:
+    """Pose of camera 1 in camera 0's optical frame (``inv(T_0to1)``), covariance as :func:`pose_with_covariance`."""
+    return pose_with_covariance(types, hdr, invert_T(T_0to1), covariance)
 
 
 def relative_pose_message(types: MessageTypes, relative_pose_class: Any, hdr: Any, child_frame_id: str,

@@ -17,6 +17,9 @@ from mickey_ros.errors import ImageError, IntrinsicsError
 FLOAT32 = 7
 UINT8_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 SUPPORTED_ENCODINGS = (*UINT8_ENCODINGS, "mono16")
+MAX_DECODE_PIXELS = 64_000_000  # compressed images larger than this (e.g. 8000 x 8000) are refused before decoding
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # frame headers
 
 
 def _as_bytes(data: Any) -> np.ndarray:
@@ -40,10 +43,10 @@ def image_to_rgb(msg: Any, name: str = "image") -> np.ndarray:
         raise ImageError(f"{name}: unsupported encoding {msg.encoding!r}, expected one of {', '.join(SUPPORTED_ENCODINGS)}")
     bpp = 2 if encoding == "mono16" else UINT8_ENCODINGS[encoding]
     data = _as_bytes(msg.data)
-    if height <= 0 or width <= 0 or step < width * bpp or data.size < height * step:
+    if height <= 0 or width <= 0 or step < width * bpp or data.size != height * step:
         raise ImageError(
             f"{name}: expected {height} rows of step {step} >= {width * bpp} bytes ({msg.encoding} {width}x{height}), "
-            f"got {data.size} bytes"
+            f"i.e. exactly {max(height, 0) * max(step, 0)} bytes, got {data.size} bytes"
         )
     rows = data[: height * step].reshape(height, step)[:, : width * bpp]
     if encoding == "mono16":
@@ -59,13 +62,47 @@ def image_to_rgb(msg: Any, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
-def compressed_to_rgb(msg: Any, name: str = "image") -> np.ndarray:
+def compressed_dimensions(data: bytes | np.ndarray) -> tuple[int, int] | None:
+    """``(W, H)`` read from a PNG (IHDR) or JPEG (frame header) without decoding; None for other bytes."""
+    head = bytes(data[:8])
+    if head == _PNG_SIGNATURE and len(data) >= 24 and bytes(data[12:16]) == b"IHDR":
+        return int.from_bytes(bytes(data[16:20]), "big"), int.from_bytes(bytes(data[20:24]), "big")
+    if head[:2] != b"\xff\xd8":
+        return None
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = int(data[pos + 1])
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            pos += 2
+            continue
+        length = int(data[pos + 2]) << 8 | int(data[pos + 3])
+        if marker in _JPEG_SOF and pos + 9 <= n:
+            height = int(data[pos + 5]) << 8 | int(data[pos + 6])
+            width = int(data[pos + 7]) << 8 | int(data[pos + 8])
+            return width, height
+        pos += 2 + length
+    return None
+
+
+def compressed_to_rgb(msg: Any, name: str = "image", max_pixels: int = MAX_DECODE_PIXELS) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (jpeg or png) -> uint8 ``[H, W, 3]`` RGB.
 
+    The dimensions are read from the header first: an image of more than ``max_pixels`` pixels is refused
+    before any decoding (a small PNG can inflate to gigabytes).
+
     Raises:
-        ImageError: the bytes do not decode as an image.
+        ImageError: the bytes do not decode as an image, or the image exceeds ``max_pixels``.
     """
     data = _as_bytes(msg.data)
+    size = compressed_dimensions(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageError(f"{name}: CompressedImage of {size[0]}x{size[1]} pixels exceeds the decode budget of "
+                         f"{max_pixels / 1e6:g} MP; skipped without decoding")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise ImageError(f"{name}: cannot decode CompressedImage (format {msg.format!r}), expected jpeg or png bytes")

@@ -10,6 +10,7 @@ ROS modules are imported inside the functions, so importing this module needs no
 """
 from __future__ import annotations
 
+import array
 import contextlib
 import logging
 import os
@@ -43,16 +44,27 @@ class ParameterRules:
     check: Callable[[Mapping[str, Any]], None] | None = None
 
 
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list of numbers"}
+
+
+def _number_list(name: str, value: Any) -> list[float]:
+    """A double-array parameter (rclpy gives ``array.array('d')``; YAML and ``-p`` give lists, maybe of integers)."""
+    if isinstance(value, (list, tuple, array.array)) and all(type(v) in (int, float) for v in value):
+        return [float(v) for v in value]
+    raise ParameterError(f"{name}: expected a list of numbers, got {value!r}")
 
 
 def check_value(name: str, value: Any, default: Any, rules: ParameterRules) -> Any:
-    """``value`` for parameter ``name`` converted to the type of ``default`` (an integer is a valid double).
+    """``value`` for parameter ``name`` converted to the type of ``default`` (an integer is a valid double; a list
+    default means a list of numbers, returned as a list of floats).
 
     Raises:
         ParameterError: wrong type, outside the range or not one of the choices.
     """
     kind = type(default)
+    if kind is list:
+        return _number_list(name, value)
     if kind is float and type(value) is int:
         value = float(value)
     if type(value) is not kind:
@@ -168,18 +180,27 @@ def relative_pose_class() -> Any:
     return RelativePose
 
 
-def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = None) -> None:
+FATAL_POLL_S = 0.5  # how often the spin loop looks at a node's ``fatal_error``
+
+
+def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = None, threads: int = 1) -> None:
     """Console-script body: init rclpy, build the node with ``factory()``, spin until SIGINT/SIGTERM, shut down.
 
+    - ``threads`` > 1: a ``MultiThreadedExecutor`` with that many threads (a node whose service callbacks wait
+      for its worker thread needs one, with those services in a callback group of their own); else a
+      ``SingleThreadedExecutor``.
     - SIGINT/SIGTERM (rclpy's handlers shut the context down): exit code 0, no traceback, also while building the
       node or during an inference. ``destroy_node`` stops a node's worker thread (waiting at most
       :data:`STOP_TIMEOUT_S`); then the process ends at once (:func:`os._exit` after flushing), without waiting for
       an inference still in progress or for interpreter teardown.
     - A bad configuration (:class:`~mickey_ros.errors.MickeyError` while building, or unparsable ``--ros-args``):
-      one line ``<name>: error: <message>`` on stderr, exit code 2, no traceback.
+      one line ``<name>: error: <message>`` on stderr, exit code 2, no traceback. So is a ``MickeyError`` a node
+      stores in its ``fatal_error`` attribute after start-up (e.g. from its worker thread): the spin loop looks at
+      it every :data:`FATAL_POLL_S` (a multi-threaded executor re-raises callback errors only when a later callback
+      runs).
     """
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
     try:
         rclpy.init(args=args)
@@ -189,9 +210,13 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
     try:
         node = factory()
         if rclpy.ok():  # else a signal came while the node was being built
-            executor = SingleThreadedExecutor()
+            executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
             executor.add_node(node)
-            executor.spin()
+            while rclpy.ok():
+                executor.spin_once(timeout_sec=FATAL_POLL_S)
+                fatal = getattr(node, "fatal_error", None)
+                if fatal is not None:
+                    raise fatal
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except MickeyError as err:

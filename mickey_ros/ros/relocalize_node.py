@@ -10,109 +10,72 @@ tree never gets a second parent; needs tf2_ros), ``~/relative_pose`` (PoseWithCo
 
 Subscription callbacks only feed the synchroniser and keep the newest complete pair; one worker thread runs
 the model, so the executor never blocks on inference. Pairs older than ``max_age`` when the worker takes
-them, and pairs replaced by a newer one before the worker got to them, are dropped and counted.
+them, and pairs replaced by a newer one before the worker got to them (``dropped_replaced``: the worker was
+busy), are dropped and counted.
+
+Reference mode (``reference_image`` set, or ``reference_mode: true``): camera 0 is a stored reference and only
+camera 1 is live (``image1``, ``camera_info1``). The reference's features are extracted once (from the file at
+start-up, or from the next live image when ``~/set_reference`` (std_srvs/Trigger) is called) and each query runs
+the network once (``Relocalizer.estimate_query``). Outputs are the same, with camera 0 = the reference: its
+optical frame is ``frame0`` (default ``mickey_reference``), stamps are the query image's. With
+``reference_pose_frame`` (e.g. ``map``) and ``reference_pose`` = ``T_map_ref`` (reference optical frame -> map),
+the TF is ``map -> <query optical frame><child_frame_suffix>`` carrying ``T_map_query = T_map_ref @ inv(T_0to1)``
+(``T_0to1``: ``X_query = R X_ref + t``; see :mod:`mickey_ros.ros.reference`) instead of the reference-relative
+one (a TF child has one parent), and ``~/map_pose`` (PoseWithCovarianceStamped in the map frame) carries it too.
+
+Triggering (``mode``): ``continuous`` processes pairs as they come, at most ``max_rate`` per second of image-stamp
+time (faster ones are dropped and counted as ``dropped_rate``); ``on_demand`` processes only the next pair (or
+query) after a ``~/relocalize`` call (std_srvs/Trigger), which answers success and the reason (the solver's
+reason when it finds no pose; "no pair within N s" after ``request_timeout_s``). Service calls wait for the
+worker in a callback group of their own on a multi-threaded executor, so subscriptions keep flowing meanwhile.
 
 Every parameter is checked at start-up and on ``set_parameters`` (:mod:`mickey_ros.ros.node_common`). Start-up
-logs the network, device, precision, inputs with their QoS and the TF frames, runs one warm-up inference
-(``warmup``), then logs ``ready``.
+logs the network, device, precision, inputs with their QoS, the mode and the TF frames, runs one warm-up inference
+(``warmup``), extracts the reference features (reference file), then logs ``ready``.
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from mickey_ros.errors import MickeyError
-from mickey_ros.model import PRESETS
-from mickey_ros.pipeline import PRECISIONS
 from mickey_ros.ros import builders
 from mickey_ros.ros.convert import Undistorter, camera_info_to_model, check_image_matches_info, message_to_rgb
 from mickey_ros.ros.node_common import (
     STOP_TIMEOUT_S,
     ParameterError,
-    ParameterRules,
-    check_frame_id,
     declare_parameters,
     relative_pose_class,
     run_node,
     warn_unknown_overrides,
     watch_parameters,
 )
-from mickey_ros.ros.sync import PairSynchronizer, SyncedPair
-
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "checkpoint": ("", "mickey_ros or official checkpoint; empty = the bundled default network; "
-                       "'random' = a random-init preset (testing only)"),
-    "backbone_weights": ("", "dinov2_vitl14_pretrain.pth for the official mickey.ckpt"),
-    "preset": ("tiny", "network preset used with checkpoint 'random'"),
-    "device": ("auto", "auto, cpu, cuda, cuda:N"),
-    "precision": ("auto", "auto, fp32, bf16, fp16 (backbone autocast)"),
-    "seed": (0, "solver seed"),
-    "slop": (0.05, "s, largest stamp difference between the two cameras"),
-    "max_age": (1.0, "s, pairs older than this when inference starts are dropped"),
-    "frame0": ("", "optical frame of camera 0 (empty: image header frame_id)"),
-    "frame1": ("", "optical frame of camera 1 (empty: image header frame_id)"),
-    "reliability": ("best_effort", "input QoS reliability: best_effort or reliable"),
-    "compressed": (False, "subscribe to sensor_msgs/CompressedImage instead of Image"),
-    "undistort": (False, "undistort images with non-zero distortion (else they are rejected)"),
-    "tf_mode": ("relative", "TF output: none, or relative (camera-0 optical -> the TF child below)"),
-    "child_frame_suffix": (builders.DEFAULT_CHILD_SUFFIX,
-                           "TF child = camera 1's optical frame + this suffix (never camera 1's own frame)"),
-    "child_frame": ("", "explicit TF child frame (overrides camera 1's optical frame + child_frame_suffix)"),
-    "publish_clouds": (True, "publish the keypoint clouds"),
-    "warmup": (True, "run one inference on a synthetic pair at start-up, before 'ready'"),
-}
-RANGES = {"slop": (0.0, 10.0), "max_age": (0.0, 3600.0)}
-INT_RANGES = {"seed": (0, 2**31 - 1)}
-RELIABILITIES = ("best_effort", "reliable")
-QOS_DEPTH = 5
-WARMUP_HW = (224, 294)  # synthetic warm-up pair (pixels); loads the kernels, the result is ignored
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def _check_configuration(p: Mapping[str, Any]) -> None:
-    """Rules beyond single values: files exist, the device is there, the TF child is a frame of its own."""
-    import torch
-
-    from mickey_ros.pipeline import resolve_device
-
-    if p["checkpoint"] not in ("", "random") and not Path(p["checkpoint"]).is_file():
-        raise ParameterError(f"checkpoint: expected an existing checkpoint file, '' (the bundled default network) "
-                             f"or 'random', got {p['checkpoint']!r}")
-    if p["backbone_weights"] and not Path(p["backbone_weights"]).is_file():
-        raise ParameterError(f"backbone_weights: expected an existing file or '', got {p['backbone_weights']!r}")
-    if not _DEVICE.fullmatch(p["device"]):
-        raise ParameterError(f"device: expected auto, cpu, cuda or cuda:N, got {p['device']!r}")
-    device = resolve_device(p["device"])  # InputError "device: ..." when cuda is asked for without a GPU
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ParameterError(f"device: expected a GPU index below {torch.cuda.device_count()}, got {p['device']!r}")
-    for name in ("frame0", "frame1", "child_frame"):
-        check_frame_id(name, p[name])
-    check_frame_id("child_frame_suffix", p["child_frame_suffix"])
-    if p["tf_mode"] == "relative" and not p["child_frame"] and not p["child_frame_suffix"]:
-        raise ParameterError("child_frame_suffix: expected a non-empty suffix while child_frame is empty (an empty "
-                             "one makes camera 1's own optical frame the TF child, a second parent in a robot's "
-                             "tree); set child_frame to name the child explicitly")
-    if p["child_frame"] and p["child_frame"] in (p["frame0"], p["frame1"]):
-        raise ParameterError(f"child_frame: expected a frame other than frame0 and frame1, got {p['child_frame']!r}")
-
-
-RULES = ParameterRules(
-    float_ranges=RANGES, int_ranges=INT_RANGES,
-    choices={"reliability": RELIABILITIES, "tf_mode": builders.TF_MODES, "precision": PRECISIONS,
-             "preset": tuple(PRESETS)},
-    read_only=frozenset({"checkpoint", "backbone_weights", "preset", "device", "precision", "reliability",
-                         "compressed", "warmup"}),
-    check=_check_configuration,
+from mickey_ros.ros.outputs import OutputFrames, pose_messages
+from mickey_ros.ros.reference import DEFAULT_REFERENCE_FRAME, load_reference, reference_mode, reference_pose_matrix
+from mickey_ros.ros.relocalize_config import (  # noqa: F401 - the parameter tables are part of this module's API
+    INT_RANGES,
+    MODES,
+    PARAMETERS,
+    RANGES,
+    RELIABILITIES,
+    RENAMED,
+    RULES,
+    trigger_type,
 )
-RENAMED = {"publish_tf": "tf_mode: none | relative"}
+from mickey_ros.ros.sync import FrameSynchronizer, PairSynchronizer, SyncedFrame, SyncedPair
+from mickey_ros.ros.triggering import Job, RateGate, RequestBoard
+
+QOS_DEPTH = 5
+EXECUTOR_THREADS = 3  # a service callback waiting for the worker + subscriptions + parameter services
+WAIT_POLL_S = 0.5  # a service waiting for an inference in progress re-checks the node is still running this often
+WARMUP_HW = (224, 294)  # synthetic warm-up pair (pixels); loads the kernels, the result is ignored
 
 
 def _load_network(p: Mapping[str, Any]) -> tuple[Any, str]:
@@ -147,24 +110,35 @@ class RelocalizeNode(Node):
         super().__init__("mickey_relocalizer", **kwargs)
         # first, so that destroy_node works on a node whose construction failed (rclpy destroys it at shutdown)
         self._lock = threading.Condition()
-        self._slot: SyncedPair | None = None
+        self._slot: Job | None = None
+        self.requests = RequestBoard()  # service calls waiting for an input
         self._running = False
         self._worker: threading.Thread | None = None
         self._warned: set[str] = set()
         self.fatal_error: MickeyError | None = None  # set by the worker when start-up fails after __init__
         p = self.params = declare_parameters(self, PARAMETERS, RULES)  # ParameterError before anything is logged
+        self.reference_mode = reference_mode(p)
+        self._reference_file = load_reference(p)  # ParameterError (file, size, K) before the network is loaded
+        self.has_reference = False  # True once the reference features are extracted (worker thread)
+        self.reference_source = "none"
+        self.anchor = (builders.Anchor(p["reference_pose_frame"], reference_pose_matrix(p["reference_pose"]))
+                       if p["reference_pose_frame"] else None)
         from mickey_ros.model.mickey import preset_name
         from mickey_ros.pipeline import Relocalizer
 
         net, network = _load_network(p) if net is None else (net, "given by the caller")
         self.reloc = Relocalizer(net, device=p["device"], seed=p["seed"], precision=p["precision"])
         self.types = builders.MessageTypes.from_rclpy()
-        self.sync = PairSynchronizer(slop=p["slop"])
+        self.sync = FrameSynchronizer() if self.reference_mode else PairSynchronizer(slop=p["slop"])
+        self.rate_gate = RateGate(p["max_rate"])
         self.undistort = Undistorter()
         self.tf_naming = self._tf_naming()
-        self.stats = {"received_pairs": 0, "processed": 0, "succeeded": 0, "dropped_stale": 0,
-                      "dropped_replaced": 0, "rejected": 0, "last_latency_s": float("nan"),
+        self.stats = {"received_pairs": 0, "processed": 0, "succeeded": 0, "failed": 0, "dropped_stale": 0,
+                      "dropped_replaced": 0, "dropped_rate": 0, "dropped_no_reference": 0, "ignored_idle": 0,
+                      "rejected": 0, "requests": 0, "request_timeouts": 0, "reference_updates": 0,
+                      "last_latency_s": float("nan"), "mean_latency_s": float("nan"),
                       "last_input_age_s": float("nan"), "last_inliers": 0}
+        self._latency_sum = 0.0
 
         from geometry_msgs.msg import PoseWithCovarianceStamped
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -173,10 +147,14 @@ class RelocalizeNode(Node):
         qos = QoSProfile(depth=QOS_DEPTH, reliability=ReliabilityPolicy.RELIABLE) \
             if p["reliability"] == "reliable" else qos_profile_sensor_data
         image_type = CompressedImage if p["compressed"] else Image
+        streams = ((("image", "image1", image_type), ("info", "camera_info1", CameraInfo)) if self.reference_mode else
+                   (("image0", "image0", image_type), ("info0", "camera_info0", CameraInfo),
+                    ("image1", "image1", image_type), ("info1", "camera_info1", CameraInfo)))
         subs = [self.create_subscription(msg_type, topic, lambda msg, s=stream: self._on_message(s, msg), qos)
-                for stream, topic, msg_type in (("image0", "image0", image_type), ("info0", "camera_info0", CameraInfo),
-                                                ("image1", "image1", image_type), ("info1", "camera_info1", CameraInfo))]
+                for stream, topic, msg_type in streams]
         self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, "~/relative_pose", 10)
+        self.pub_map_pose = (self.create_publisher(PoseWithCovarianceStamped, "~/map_pose", 10)
+                             if self.anchor is not None else None)
         self.pub_cloud0 = self.create_publisher(PointCloud2, "~/keypoints0", 10)
         self.pub_cloud1 = self.create_publisher(PointCloud2, "~/keypoints1", 10)
         self.pub_inliers = self.create_publisher(UInt32, "~/num_inliers", 10)
@@ -185,12 +163,18 @@ class RelocalizeNode(Node):
         self.pub_full = (self.create_publisher(self.relative_pose_class, "~/relative_pose_full", 10)
                          if self.relative_pose_class is not None else None)
         self.tf = self._tf_broadcaster(warn=p["tf_mode"] != "none")
+        self.trigger_services = self._create_services()
 
         log = self.get_logger()
         log.info(f"network: {network}, preset {preset_name(self.reloc.net.config)}")
         log.info(f"device: {self.reloc.device}, precision: {_precision_in_effect(p['precision'], self.reloc.device)}")
         log.info("inputs: " + ", ".join(f"{s.topic_name} ({s.msg_type.__name__})" for s in subs)
                  + f"; QoS {p['reliability']}, depth {qos.depth}")
+        log.info(f"mode: {self._mode_description()}")
+        if self.reference_mode:
+            source = self._reference_file.source if self._reference_file is not None else "none yet"
+            log.info(f"reference mode: camera 0 = the reference ({source}; ~/set_reference takes the next image), "
+                     f"camera 1 = {subs[0].topic_name}")
         log.info(f"TF: {self._tf_description()}")
         watch_parameters(self, PARAMETERS, RULES, self.params, self._apply_parameters)
         warn_unknown_overrides(self, RENAMED)
@@ -202,11 +186,14 @@ class RelocalizeNode(Node):
 
     # -- start-up and parameters ----------------------------------------------------------------------------
     def _start_up(self) -> bool:
-        """Worker thread, once: the warm-up inference, then "ready". A failure is re-raised on the executor thread
-        (:meth:`_raise_fatal_error`), so the console script reports it in one line and exits non-zero."""
+        """Worker thread, once: the warm-up inference, the reference file's features, then "ready". A failure is
+        re-raised on the executor thread (:meth:`_raise_fatal_error`), so the console script reports it in one line
+        and exits non-zero."""
         try:
             if self.params["warmup"]:
                 self._warm_up()
+            if self._reference_file is not None:
+                self._extract_reference_file()
         except MickeyError as err:
             self.fatal_error = err
             self._fatal.trigger()
@@ -233,6 +220,30 @@ class RelocalizeNode(Node):
             raise ParameterError(f"device: warm-up inference on {self.reloc.device} failed: {first}") from err
         self.get_logger().info(f"warm-up inference: {time.perf_counter() - start:.2f} s")
 
+    def _extract_reference_file(self) -> None:
+        """The reference file's features, once (each query then runs the network on the query image only)."""
+        ref = self._reference_file
+        assert ref is not None
+        start = time.perf_counter()
+        try:
+            self.reloc.set_reference(ref.image, ref.K)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ParameterError(f"device: reference feature extraction on {self.reloc.device} failed: "
+                                 f"{first}") from err
+        except MickeyError as err:
+            raise ParameterError(f"reference_image: {err}") from err
+        self._set_reference_state(ref.source)
+        height, width = ref.image.shape[:2]
+        fx, fy, cx, cy = ref.K[0, 0], ref.K[1, 1], ref.K[0, 2], ref.K[1, 2]
+        self.get_logger().info(f"reference: {ref.source}, {width}x{height}, fx {fx:g} fy {fy:g} cx {cx:g} cy {cy:g}; "
+                               f"features in {time.perf_counter() - start:.2f} s")
+
+    def _set_reference_state(self, source: str) -> None:
+        self.reference_source = source
+        self.has_reference = True
+        self.stats["reference_updates"] += 1
+
     def _tf_naming(self) -> builders.TfNaming:
         p = self.params
         return builders.TfNaming(mode=p["tf_mode"], child_suffix=p["child_frame_suffix"], child_frame=p["child_frame"])
@@ -241,15 +252,28 @@ class RelocalizeNode(Node):
         naming = self.tf_naming
         if naming.mode == "none":
             return "none (tf_mode: none)"
-        parent = self.params["frame0"] or "<image0 frame_id>"
+        if self.reference_mode:
+            parent = self.anchor.frame if self.anchor is not None else self.params["frame0"] or DEFAULT_REFERENCE_FRAME
+        else:
+            parent = self.params["frame0"] or "<image0 frame_id>"
         child = naming.child(self.params["frame1"] or "<image1 frame_id>")
+        what = " (query camera in the map)" if self.anchor is not None else ""
         where = "" if self.tf is not None else " (not broadcast: tf2_ros is not importable)"
-        return f"{naming.mode}, {parent} -> {child}{where}"
+        return f"{naming.mode}, {parent} -> {child}{what}{where}"
+
+    def _mode_description(self) -> str:
+        p = self.params
+        if p["mode"] == "on_demand":
+            return f"on_demand (~/relocalize runs the next input; request_timeout_s {p['request_timeout_s']:g} s)"
+        rate = f"at most {p['max_rate']:g} Hz of image-stamp time" if p["max_rate"] > 0 else "every input (max_rate 0)"
+        return f"continuous, {rate}"
 
     def _apply_parameters(self, changed: set[str]) -> None:
         """Parameters accepted by ``set_parameters`` take effect from the next pair on."""
-        if "slop" in changed:
+        if "slop" in changed and isinstance(self.sync, PairSynchronizer):
             self.sync.slop_ns = int(round(self.params["slop"] * 1e9))
+        if "max_rate" in changed:
+            self.rate_gate.set_rate(self.params["max_rate"])
         if "seed" in changed:
             self.reloc.seed = self.params["seed"]
         if changed & {"tf_mode", "child_frame_suffix", "child_frame", "frame0", "frame1"}:
@@ -283,17 +307,71 @@ class RelocalizeNode(Node):
             return None
         return self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-    # -- callbacks (executor thread): only bookkeeping -------------------------------------------------------
+    def _create_services(self) -> list[Any]:
+        """``~/set_reference`` (reference mode) and ``~/relocalize`` (on_demand), std_srvs/Trigger, in one callback
+        group of their own: a call blocks its executor thread until the worker answers, while the subscriptions
+        (default group) keep delivering the input it waits for (needs a multi-threaded executor)."""
+        Trigger = trigger_type()
+        wanted = [name for name, on in (("set_reference", self.reference_mode),
+                                        ("relocalize", self.params["mode"] == "on_demand")) if on]
+        if Trigger is None:  # on_demand without std_srvs is refused by the parameter check
+            if wanted:
+                self.get_logger().warning("std_srvs is not importable: ~/set_reference is not offered (reference "
+                                          "from reference_image only)")
+            return []
+        group = MutuallyExclusiveCallbackGroup()
+        return [self.create_service(Trigger, f"~/{name}", lambda req, resp, k=name: self._serve(k, resp),
+                                    callback_group=group) for name in wanted]
+
+    # -- callbacks (executor threads): only bookkeeping ------------------------------------------------------
+    def _serve(self, kind: str, response: Any) -> Any:
+        """A ``~/relocalize`` or ``~/set_reference`` call: wait (at most ``request_timeout_s`` for the input, then
+        for its inference) and answer ``success`` and ``message``."""
+        what = "image" if kind == "set_reference" or self.reference_mode else "pair"
+        request = self.requests.open(kind) if self._running else None
+        if request is None:
+            response.success = False
+            response.message = "node is shutting down" if not self._running else f"busy: another ~/{kind} call waits"
+            return response
+        self.stats["requests"] += 1
+        timeout = self.params["request_timeout_s"]
+        response.success, response.message, timed_out = self.requests.wait(
+            request, timeout, f"no {what} within {timeout:g} s", WAIT_POLL_S)
+        if timed_out:
+            self.stats["request_timeouts"] += 1
+            self._diagnose(f"~/{kind}: {response.message}")
+        return response
+
     def _on_message(self, stream: str, msg: Any) -> None:
         stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-        pair = self.sync.add(stream, stamp, msg)
-        if pair is None:
-            return
+        item = self.sync.add(stream, stamp, msg)
+        if item is not None:
+            self._offer(item)
+
+    def _offer(self, item: SyncedPair | SyncedFrame) -> None:
+        """A complete input: the reference a ``~/set_reference`` call waits for, the input a ``~/relocalize`` call
+        waits for (on_demand; else ignored), or (continuous) the next input if ``max_rate`` lets it pass."""
+        kind = "query" if self.reference_mode else "pair"
+        request = self.requests.take("set_reference")
+        job = Job("reference", item, request) if request is not None else None
+        if job is None and self.params["mode"] == "on_demand":
+            request = self.requests.take("relocalize")
+            job = Job(kind, item, request) if request is not None else None
+        elif job is None:
+            job = Job(kind, item)
         with self._lock:
             self.stats["received_pairs"] += 1
-            if self._slot is not None:
+            if job is None:
+                self.stats["ignored_idle"] += 1  # on_demand, nobody asked
+                return
+            if job.request is None and not self.rate_gate.accept(job.stamp):
+                self.stats["dropped_rate"] += 1
+                return
+            if self._slot is not None:  # the worker is busy: the newest input wins, a requested one is kept
                 self.stats["dropped_replaced"] += 1
-            self._slot = pair
+                if self._slot.request is not None and job.request is None:
+                    return
+            self._slot = job
             self._lock.notify()
 
     # -- worker thread -----------------------------------------------------------------------------------
@@ -306,75 +384,120 @@ class RelocalizeNode(Node):
                     self._lock.wait(timeout=0.5)
                 if not self._running:
                     return
-                pair, self._slot = self._slot, None
+                job, self._slot = self._slot, None
             try:
-                self._process(pair)
+                success, message = self._process(job)
             except Exception as err:  # noqa: BLE001 - the node must never die on one pair
+                success, message = False, f"internal error: {type(err).__name__}: {err}"
                 self._warn_once(f"internal error on a pair: {type(err).__name__}: {err}")
+            if job.request is not None:
+                self.requests.close(job.request, success, message)
 
-    def _process(self, pair: SyncedPair) -> None:
-        age = self.get_clock().now().nanoseconds * 1e-9 - pair.stamp0 * 1e-9
+    def _camera_input(self, image_msg: Any, info_msg: Any, cam: str) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 RGB image and its K (pixels) from one camera's messages, undistorted when asked.
+
+        Raises:
+            MickeyError: naming ``image<cam>`` / ``camera_info<cam>`` and what was expected.
+        """
+        image = message_to_rgb(image_msg, f"image{cam}")
+        model = camera_info_to_model(info_msg, f"camera_info{cam}")
+        check_image_matches_info(image, model, f"camera_info{cam}")
+        if model.distorted:
+            if not self.params["undistort"]:
+                raise MickeyError(f"camera_info{cam}: non-zero distortion {model.D.tolist()} with undistort off; "
+                                  "use rectified images or set undistort: true")
+            image = self.undistort(image, model)
+        return image, model.K
+
+    def _process(self, job: Job) -> tuple[bool, str]:
+        """Run one input; ``(success, message)`` is the answer of the service call waiting for it, if any."""
+        age = self.get_clock().now().nanoseconds * 1e-9 - job.stamp * 1e-9
         self.stats["last_input_age_s"] = age
         if age > self.params["max_age"]:
             self.stats["dropped_stale"] += 1
-            self._diagnose(f"dropped a pair {age:.2f} s old (max_age {self.params['max_age']} s)")
-            return
-        self.get_logger().debug(f"inference on the pair at {pair.stamp0} ns")
+            message = f"dropped a pair {age:.2f} s old (max_age {self.params['max_age']} s)"
+            self._diagnose(message)
+            return False, message
+        if job.kind == "query" and not self.has_reference:
+            self.stats["dropped_no_reference"] += 1
+            message = "no reference yet: set reference_image or call ~/set_reference"
+            self._diagnose(message)
+            return False, message
+        self.get_logger().debug(f"inference on the pair at {job.stamp} ns")
         start = time.perf_counter()
         try:
-            images, Ks = [], []
-            for image_msg, info_msg, cam in ((pair.image0, pair.info0, "0"), (pair.image1, pair.info1, "1")):
-                image = message_to_rgb(image_msg, f"image{cam}")
-                model = camera_info_to_model(info_msg, f"camera_info{cam}")
-                check_image_matches_info(image, model, f"camera_info{cam}")
-                if model.distorted:
-                    if not self.params["undistort"]:
-                        raise MickeyError(f"camera_info{cam}: non-zero distortion {model.D.tolist()} with undistort off; "
-                                          "use rectified images or set undistort: true")
-                    image = self.undistort(image, model)
-                images.append(image)
-                Ks.append(model.K)
-            res = self.reloc.estimate(images[0], Ks[0], images[1], Ks[1])
+            if job.kind == "reference":
+                return self._take_reference(job.item)
+            if job.kind == "query":
+                res = self.reloc.estimate_query(*self._camera_input(job.item.image, job.item.info, "1"))
+            else:
+                pair = job.item
+                image0, K0 = self._camera_input(pair.image0, pair.info0, "0")
+                image1, K1 = self._camera_input(pair.image1, pair.info1, "1")
+                res = self.reloc.estimate(image0, K0, image1, K1)
             if not self._running:  # stopped during the inference: publishers may be gone
-                return
+                return False, "node is shutting down"
         except MickeyError as err:
             self.stats["rejected"] += 1
             self._warn_once(str(err))
             self._diagnose(str(err))
-            return
+            return False, str(err)
+        latency = time.perf_counter() - start
         self.stats["processed"] += 1
-        self.stats["last_latency_s"] = time.perf_counter() - start
+        self._latency_sum += latency
+        self.stats["last_latency_s"] = latency
+        self.stats["mean_latency_s"] = self._latency_sum / self.stats["processed"]
         if not res.success:
+            self.stats["failed"] += 1
             self._diagnose(f"no pose: {res.reason}")
-            return
+            return False, res.reason
         self.stats["succeeded"] += 1
         self.stats["last_inliers"] = res.num_inliers
-        self._publish(pair, res)
+        self._publish(job, res)
         self._diagnose("ok")
+        return True, (f"pose with {res.num_inliers} inliers of {res.num_matches} matches, confidence "
+                      f"{res.confidence:.3f}, latency {latency:.2f} s")
 
-    def _publish(self, pair: SyncedPair, res: Any) -> None:
+    def _take_reference(self, frame: SyncedFrame) -> tuple[bool, str]:
+        """``~/set_reference``: this live frame's features become the reference (the old one stays on failure)."""
+        image, K = self._camera_input(frame.image, frame.info, "1")
+        self.reloc.set_reference(image, K)
+        sec, nanosec = divmod(frame.stamp, 1_000_000_000)
+        height, width = image.shape[:2]
+        source = f"live image of {frame.image.header.frame_id or '<no frame_id>'} stamped {sec}.{nanosec:09d}"
+        self._set_reference_state(source)
+        self.get_logger().info(f"reference: {source}, {width}x{height}")
+        self._diagnose("reference set")
+        return True, f"reference set from the {source} ({width}x{height})"
+
+    def _publish(self, job: Job, res: Any) -> None:
         from std_msgs.msg import UInt32
 
-        f0 = self.params["frame0"] or pair.image0.header.frame_id
-        f1 = self.params["frame1"] or pair.image1.header.frame_id
-        hdr0 = builders.header(self.types, pair.stamp0, f0)
+        if job.kind == "pair":
+            pair = job.item
+            frames = OutputFrames(self.params["frame0"] or pair.image0.header.frame_id, pair.stamp0,
+                                  self.params["frame1"] or pair.image1.header.frame_id, pair.stamp1)
+        else:
+            frames = OutputFrames(self.params["frame0"] or DEFAULT_REFERENCE_FRAME, job.stamp,
+                                  self.params["frame1"] or job.item.image.header.frame_id, job.stamp)
+        out = pose_messages(self.types, frames, res, self.tf_naming, anchor=self.anchor,
+                            clouds=self.params["publish_clouds"], relative_pose_class=self.relative_pose_class)
         # TF first: a consumer woken by the pose can already look the transform up
-        transforms = self.tf_naming.transforms(self.types, hdr0, f1, res.T_0to1)
-        if self.tf is not None and transforms:
-            if transforms[0].child_frame_id == f0:
-                self._warn_once(f"TF: child frame {f0} is camera 0's own frame; no TF published")
+        if self.tf is not None and out.transforms:
+            child = out.transforms[0].child_frame_id
+            if child in (frames.frame0, out.transforms[0].header.frame_id):
+                self._warn_once(f"TF: child frame {child} is the parent's or camera 0's own frame; no TF published")
             else:
-                self.tf.sendTransform(transforms)
-        self.pub_pose.publish(builders.pose_with_covariance_from_relative_pose(self.types, hdr0, res.T_0to1))
-        if self.params["publish_clouds"]:
-            colours = (255 * np.stack([~res.inliers, res.inliers, np.zeros_like(res.inliers)], 1)).astype(np.uint8)
-            self.pub_cloud0.publish(builders.pointcloud2(self.types, hdr0, res.kpts3d0, rgb=colours))
-            hdr1 = builders.header(self.types, pair.stamp1, f1)
-            self.pub_cloud1.publish(builders.pointcloud2(self.types, hdr1, res.kpts3d1, rgb=colours))
+                self.tf.sendTransform(out.transforms)
+        self.pub_pose.publish(out.pose)
+        if self.pub_map_pose is not None:
+            self.pub_map_pose.publish(out.map_pose)
+        if out.cloud0 is not None:
+            self.pub_cloud0.publish(out.cloud0)
+            self.pub_cloud1.publish(out.cloud1)
         self.pub_inliers.publish(UInt32(data=int(res.num_inliers)))
         if self.pub_full is not None:
-            self.pub_full.publish(builders.relative_pose_message(self.types, self.relative_pose_class, hdr0, f1,
-                                                                 pair.stamp1, res))
+            self.pub_full.publish(out.full)
 
     def _warn_once(self, text: str) -> None:
         if text not in self._warned:
@@ -382,13 +505,26 @@ class RelocalizeNode(Node):
             self.get_logger().warning(text)
 
     def _diagnose(self, message: str) -> None:
+        """One ``/diagnostics`` status: OK after a pose (``ok``) or a new reference, WARN otherwise.
+
+        Values: the counters of ``stats`` (``received_pairs``; ``processed`` = inferences, of which ``succeeded`` and
+        ``failed`` (no pose); drops by reason: ``dropped_rate`` (max_rate), ``dropped_replaced`` (busy: a newer input
+        replaced it), ``dropped_stale`` (max_age), ``dropped_no_reference``; ``ignored_idle`` (on_demand, no call
+        waiting); ``rejected`` (bad input); ``requests``, ``request_timeouts``, ``reference_updates``), execution
+        time ``last_latency_s`` / ``mean_latency_s`` (s per inference), ``last_input_age_s``, ``last_inliers``, and
+        ``device``, ``mode``, ``max_rate_hz``, ``inputs`` (``pair`` or ``reference``), ``reference``.
+        """
         if self.pub_diag is None:
             return
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-        level = DiagnosticStatus.OK if message == "ok" else DiagnosticStatus.WARN
+        level = DiagnosticStatus.OK if message in ("ok", "reference set") else DiagnosticStatus.WARN
         values = [KeyValue(key=k, value=str(v)) for k, v in self.stats.items()]
-        values.append(KeyValue(key="device", value=str(self.reloc.device)))
+        for key, value in (("device", self.reloc.device), ("mode", self.params["mode"]),
+                           ("max_rate_hz", self.params["max_rate"]),
+                           ("inputs", "reference" if self.reference_mode else "pair"),
+                           ("reference", self.reference_source)):
+            values.append(KeyValue(key=key, value=str(value)))
         status = DiagnosticStatus(level=level, name="mickey_ros: relocalizer", message=message,
                                   hardware_id=str(self.reloc.device), values=values)
         array = DiagnosticArray(status=[status])
@@ -396,16 +532,19 @@ class RelocalizeNode(Node):
         self.pub_diag.publish(array)
 
     def destroy_node(self) -> None:
-        """Stop the worker (waiting at most ``STOP_TIMEOUT_S`` for an inference in progress), then the node.
+        """Stop the worker (waiting at most ``STOP_TIMEOUT_S`` for an inference in progress), answer waiting service
+        calls with failure, then destroy the node.
 
         A worker still inside an inference exits without publishing once the inference returns."""
         with self._lock:
             self._running = False
             self._lock.notify_all()
+        if hasattr(self, "requests"):
+            self.requests.close_all("node is shutting down")
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=STOP_TIMEOUT_S)
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(RelocalizeNode, "relocalize_node", args)
+    run_node(RelocalizeNode, "relocalize_node", args, threads=EXECUTOR_THREADS)

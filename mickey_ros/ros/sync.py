@@ -4,6 +4,7 @@ Per camera, an image is paired with the CameraInfo of (nearly) the same stamp; a
 of camera 0 is paired with the camera-1 frame nearest in stamp within ``slop``. When a pair is emitted,
 everything at or before its stamps is dropped, so pairs come out in time order and queues stay bounded
 (``queue_size`` per stream). Used by the bag tool and, when message_filters is absent, by the node.
+:class:`FrameSynchronizer` does the per-camera half alone (the node's reference mode: one live camera).
 Stamps are integer nanoseconds.
 """
 from __future__ import annotations
@@ -98,6 +99,65 @@ class PairSynchronizer:
             kept = deque(item for item in queue if item[0] > stamp + (self.info_slop_ns if "info" in stream else 0))
             self.dropped += max(len(queue) - len(kept) - 1, 0)  # the paired message itself is not a drop
             self._queues[stream] = kept
+
+
+@dataclass(frozen=True)
+class SyncedFrame:
+    """One camera's image with its CameraInfo, and the image stamp (ns)."""
+
+    image: Any
+    info: Any
+    stamp: int
+
+
+class FrameSynchronizer:
+    """Pairs one camera's images with their CameraInfo (reference mode: one live camera).
+
+    An image is emitted with the CameraInfo nearest in stamp within ``info_slop`` as soon as both are there;
+    everything at or before that stamp is then dropped, so frames come out in time order and each queue holds at
+    most ``queue_size`` messages (older ones are dropped and counted in ``dropped``).
+
+    Args:
+        info_slop: seconds; the largest stamp difference between an image and its CameraInfo.
+        queue_size: messages kept per stream.
+    """
+
+    STREAMS = ("image", "info")
+
+    def __init__(self, info_slop: float = 0.001, queue_size: int = 10) -> None:
+        if not info_slop >= 0:
+            raise InputError(f"info_slop: expected seconds >= 0, got {info_slop!r}")
+        if int(queue_size) < 1:
+            raise InputError(f"queue_size: expected an integer >= 1, got {queue_size!r}")
+        self.info_slop_ns = int(round(info_slop * 1e9))
+        self.queue_size = int(queue_size)
+        self._queues: dict[str, deque[tuple[int, Any]]] = {s: deque() for s in self.STREAMS}
+        self.dropped = 0
+
+    def add(self, stream: str, stamp_ns: int, msg: Any) -> SyncedFrame | None:
+        """Add one message (``stream`` ``image`` or ``info``); returns the frame it completes, if any."""
+        if stream not in self._queues:
+            raise InputError(f"stream: expected one of {', '.join(self.STREAMS)}, got {stream!r}")
+        queue = self._queues[stream]
+        queue.append((int(stamp_ns), msg))
+        if len(queue) > self.queue_size:
+            queue.popleft()
+            self.dropped += 1
+        infos = self._queues["info"]
+        for stamp, image in reversed(self._queues["image"]):  # newest image first
+            best = min(infos, key=lambda item: abs(item[0] - stamp), default=None)
+            if best is not None and abs(best[0] - stamp) <= self.info_slop_ns:
+                for name in self.STREAMS:
+                    limit = stamp + (self.info_slop_ns if name == "info" else 0)
+                    kept = deque(item for item in self._queues[name] if item[0] > limit)
+                    self.dropped += max(len(self._queues[name]) - len(kept) - 1, 0)  # the used message is no drop
+                    self._queues[name] = kept
+                return SyncedFrame(image=image, info=best[1], stamp=stamp)
+        return None
+
+    def pending(self, stream: str) -> int:
+        """Messages waiting in ``stream``."""
+        return len(self._queues[stream])
 
 
 def pair_stream(messages: Iterable[tuple[str, int, Any]], **kwargs: Any) -> Iterator[SyncedPair]:

@@ -14,7 +14,14 @@ def _rot(rng, deg):
     return quat_wxyz_to_matrix([np.cos(half), *(np.sin(half) * axis)])
 
 
-def _simulate(seed=0, n=40, outlier_fraction=0.25):
+def _exp_so3(w):
+    angle = np.linalg.norm(w)
+    return quat_wxyz_to_matrix([np.cos(angle / 2), *(np.sin(angle / 2) * w / angle)])
+
+
+def _simulate(seed=0, n=40, outlier_fraction=0.25, isotropic=False):
+    """Candidates of ``n`` measurements, the first ``outlier_fraction`` gross outliers. Inlier noise: a random axis
+    with a half-normal angle (0.3 deg) by default, else an isotropic rotation vector (0.3 deg per axis)."""
     rng = np.random.default_rng(seed)
     T_true = make_T(_rot(rng, 70.0), [12.0, -4.0, 0.5])  # map_b in map_a
     cands, confs = [], []
@@ -25,6 +32,8 @@ def _simulate(seed=0, n=40, outlier_fraction=0.25):
         T_0to1 = invert_T(T_mapb_cb) @ invert_T(T_true) @ T_mapa_ca  # exact X_cb = T X_ca
         if k < n_out:  # gross outlier: wrong match, confident anyway
             T_0to1 = make_T(_rot(rng, rng.uniform(20, 170)), rng.uniform(-3, 3, 3)) @ T_0to1
+        elif isotropic:
+            T_0to1 = make_T(_exp_so3(np.radians(rng.normal(0, 0.3, 3))), rng.normal(0, 0.02, 3)) @ T_0to1
         else:  # MicKey-like noise: ~0.3 deg, ~2 cm
             T_0to1 = make_T(_rot(rng, abs(rng.normal(0, 0.3))), rng.normal(0, 0.02, 3)) @ T_0to1
         cands.append(candidate(T_mapa_ca, T_0to1, T_mapb_cb))
@@ -58,6 +67,28 @@ def test_robust_fusion_within_1_deg_and_5_cm_where_the_mean_fails():
     mean_T = make_T(U @ np.diag([1, 1, np.sign(np.linalg.det(U @ Vt))]) @ Vt, cands[:, :3, 3].mean(0))
     m_rot, m_trans = _errors(mean_T, T_true)
     assert m_rot > 1.0 and m_trans > 0.05
+
+
+def _least_squares(cands, weights):
+    """Weighted least-squares fit: chordal rotation mean (projected onto SO(3)) and weighted mean translation."""
+    U, _, Vt = np.linalg.svd(np.einsum("k,kij->ij", weights, cands[:, :3, :3]))
+    R = U @ np.diag([1, 1, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    return make_T(R, (weights[:, None] * cands[:, :3, 3]).sum(0) / weights.sum())
+
+
+def test_robust_fusion_is_as_accurate_as_least_squares_on_the_true_inliers():
+    """Over 8 seeds (25 % gross outliers, isotropic inlier noise), the fused pose's summed errors are within 1.25x of
+    the confidence-weighted least-squares fit on the true inliers alone (measured: 0.97x rotation, 0.88x
+    translation). The robust start (the medoid) alone is 2.5x off in rotation; only 18 % of the single inlier
+    measurements are within 1 deg and 5 cm, so a bound like that alone cannot tell a fusion from a pick."""
+    fused, oracle = np.zeros(2), np.zeros(2)
+    for seed in range(8):
+        T_true, cands, confs, n_out = _simulate(seed, isotropic=True)
+        res = fuse(cands, confs)
+        assert res.success and not res.inliers[:n_out].any() and res.inliers[n_out:].all(), seed
+        fused += _errors(res.T_mapa_mapb, T_true)
+        oracle += _errors(_least_squares(cands[n_out:], confs[n_out:]), T_true)
+    assert fused[0] <= 1.25 * oracle[0] and fused[1] <= 1.25 * oracle[1], (fused, oracle)
 
 
 def test_confidence_gating_and_too_few():

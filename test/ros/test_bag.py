@@ -95,6 +95,42 @@ def test_bag_to_bag_one_output_per_pair(tmp_path, storage, capsys):
     assert cloud1.header.frame_id == "cam1_optical_frame" and cloud1.header.stamp.nanosec == 10 * MS
     assert [f.name for f in cloud1.fields] == ["x", "y", "z", "rgb"] and cloud1.width == full.num_matches
     assert msgs["/mickey/num_inliers"][0][1].data == full.num_inliers
+    # the values: every pair (the same two images) gives the API's pose on those images with the same network and
+    # seed, and /tf, relative_pose and relative_pose_full all carry it as the pose of camera 1 in camera 0
+    expected = _api_estimate()
+    T_1to0 = np.linalg.inv(expected.T_0to1)
+    for k in range(3):
+        _, tf_k = msgs["/tf"][k]
+        _, pose_k = msgs["/mickey/relative_pose"][k]
+        _, full_k = msgs["/mickey/relative_pose_full"][k]
+        tr = tf_k.transforms[0].transform
+        for T in (_T_of(tr.translation, tr.rotation), _T_of(pose_k.pose.pose.position, pose_k.pose.pose.orientation),
+                  _T_of(full_k.pose.pose.position, full_k.pose.pose.orientation)):
+            np.testing.assert_allclose(T, T_1to0, atol=1e-9)
+        assert (full_k.num_inliers, full_k.num_matches) == (expected.num_inliers, expected.num_matches)
+        assert full_k.confidence == pytest.approx(expected.confidence, rel=1e-6)  # float32 field
+        assert msgs["/mickey/num_inliers"][k][1].data == expected.num_inliers
+        assert msgs["/mickey/keypoints0"][k][1].width == expected.num_matches
+        stamps = {(h.stamp.sec, h.stamp.nanosec) for h in (full_k.header, pose_k.header, tf_k.transforms[0].header)}
+        assert stamps == {(0, k * 100 * MS)}
+
+
+def _T_of(position, orientation) -> np.ndarray:
+    from mickey_ros.geometry.se3 import make_T, quat_wxyz_to_matrix
+
+    q = [orientation.w, orientation.x, orientation.y, orientation.z]
+    return make_T(quat_wxyz_to_matrix(q), [position.x, position.y, position.z])
+
+
+def _api_estimate():
+    """Relocalizer.estimate on the bag's pair (camera 1's PNG decodes to the same pixels): default network, seed 0."""
+    from mickey_ros import Relocalizer
+    from mickey_ros.model.default import load_default_network
+
+    im0 = cv2.imread(str(DEMO / "im0.png"))[:, :, ::-1].copy()
+    im1 = cv2.imread(str(DEMO / "im1.png"))[:, :, ::-1].copy()
+    Km = np.array(K).reshape(3, 3)
+    return Relocalizer(load_default_network(), device="cpu", seed=0).estimate(im0, Km, im1, Km)
 
 
 def test_bad_pair_is_skipped_not_fatal(tmp_path, capsys):

@@ -63,8 +63,15 @@ def test_pose_with_covariance_matches_tf_and_carries_covariance():
     cov = np.diag([0.01, 0.01, 0.02, 0.001, 0.001, 0.001])
     msg = _roundtrip(pose_with_covariance_from_relative_pose(TYPES, header(TYPES, 7, "cam0_optical_frame"), T, cov),
                      "geometry_msgs/msg/PoseWithCovarianceStamped")
-    p = msg.pose.pose.position
+    p, o = msg.pose.pose.position, msg.pose.pose.orientation
     np.testing.assert_allclose([p.x, p.y, p.z], -T[:3, :3].T @ T[:3, 3], atol=1e-9)
+    # orientation = rotation of camera 1 in camera 0 = R_0to1^T, i.e. the conjugate of the quaternion T was built
+    # from, in ROS order (x, y, z, w) and with w >= 0 (matrix_to_quat_wxyz's documented sign)
+    q = np.array([0.9, 0.1, -0.3, 0.2]) / np.linalg.norm([0.9, 0.1, -0.3, 0.2])
+    np.testing.assert_allclose([o.x, o.y, o.z, o.w], [-q[1], -q[2], -q[3], q[0]], atol=1e-12)
+    np.testing.assert_allclose(quat_wxyz_to_matrix([o.w, o.x, o.y, o.z]), T[:3, :3].T, atol=1e-12)
+    tf = transform_stamped_from_relative_pose(TYPES, header(TYPES, 7, "cam0_optical_frame"), "c1", T).transform
+    assert (o.x, o.y, o.z, o.w) == (tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w)
     np.testing.assert_array_equal(np.asarray(msg.pose.covariance).reshape(6, 6), cov)
     unknown = pose_with_covariance_from_relative_pose(TYPES, header(TYPES, 7, "c"), T)
     assert unknown.pose.covariance[0] == -1.0

@@ -13,6 +13,7 @@ from mickey_ros.ros.convert import (  # noqa: E402
     Undistorter,
     camera_info_to_model,
     check_image_matches_info,
+    compressed_dimensions,
     compressed_to_rgb,
     encode_points,
     image_to_rgb,
@@ -89,6 +90,56 @@ def test_compressed_matches_rosbags_image(fmt):
         np.testing.assert_array_equal(ours, smooth)
     with pytest.raises(ImageError, match=r"cannot decode CompressedImage"):
         compressed_to_rgb(CompressedImage(header=HEADER, format="jpeg", data=np.zeros(10, np.uint8)))
+
+
+def test_extra_bytes_after_the_last_row_are_refused():
+    msg = _image(RGB, "rgb8")
+    msg.data = np.concatenate([msg.data, np.zeros(4, np.uint8)])
+    with pytest.raises(ImageError, match=r"image0: expected 5 rows of step 21 >= 21 bytes \(rgb8 7x5\), i\.e\. "
+                                         r"exactly 105 bytes, got 109 bytes"):
+        image_to_rgb(msg, "image0")
+
+
+@pytest.mark.parametrize("ext, flags", [(".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])])
+def test_compressed_dimensions_come_from_the_header(ext, flags):
+    ok, buf = cv2.imencode(ext, RNG.integers(0, 256, (37, 53, 3), dtype=np.uint8), flags)
+    assert ok and compressed_dimensions(buf.reshape(-1)) == (53, 37)
+    assert compressed_dimensions(np.zeros(30, np.uint8)) is None
+    assert compressed_dimensions(buf.reshape(-1)[:3]) is None  # truncated: unknown, left to the decoder
+
+
+def _huge_png(width: int, height: int) -> bytes:
+    """A valid 1-bit grey PNG of ``width x height`` (all black): ~100 KB that decodes to width*height bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\x00" * (1 + (width + 7) // 8)
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row * 1000) for _ in range(height // 1000)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_without_decoding(monkeypatch):
+    import mickey_ros.ros.convert as convert
+
+    bomb = _huge_png(30000, 30000)
+    assert len(bomb) < 2_000_000 and compressed_dimensions(np.frombuffer(bomb, np.uint8)) == (30000, 30000)
+    small = _huge_png(3000, 2000)  # the same kind of file within the budget decodes as usual
+    assert compressed_to_rgb(CompressedImage(header=HEADER, format="png", data=np.frombuffer(small, np.uint8))
+                             ).shape == (2000, 3000, 3)
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(convert.cv2, "imdecode", no_decode)
+    msg = CompressedImage(header=HEADER, format="png", data=np.frombuffer(bomb, np.uint8))
+    with pytest.raises(ImageError, match=r"image1: CompressedImage of 30000x30000 pixels exceeds the decode budget "
+                                         r"of 64 MP; skipped without decoding"):
+        compressed_to_rgb(msg, "image1")
 
 
 def _info(k, width=640, height=480, binning=(0, 0), roi=(0, 0, 0, 0), d=(0.0,) * 5, model="plumb_bob"):

@@ -38,6 +38,17 @@ def _make_nodes(context, tiny_net, **params):
                                lambda m: got["pose"].append(m), 10)
     tester.create_subscription(PointCloud2, "/mickey_relocalizer/keypoints0", lambda m: got["cloud0"].append(m), 10)
     tester.create_subscription(PointCloud2, "/mickey_relocalizer/keypoints1", lambda m: got["cloud1"].append(m), 10)
+    from std_msgs.msg import UInt32
+
+    got.update(inliers=[], diagnostics=[], full=[])
+    tester.create_subscription(UInt32, "/mickey_relocalizer/num_inliers", lambda m: got["inliers"].append(m), 10)
+    if node.pub_diag is not None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: got["diagnostics"].append(m), 10)
+    if node.relative_pose_class is not None:
+        tester.create_subscription(node.relative_pose_class, "/mickey_relocalizer/relative_pose_full",
+                                   lambda m: got["full"].append(m), 10)
     executor = MultiThreadedExecutor(num_threads=2, context=context)
     executor.add_node(node)
     executor.add_node(tester)
@@ -61,7 +72,8 @@ def _publish_pair(tester, pubs, stamp, k1=K, encoding1="rgb8", info_width1=294, 
 
 def _wait_connected(executor, node, tester, pubs):
     """Both directions matched (else the first messages are lost to discovery)."""
-    out = (node.pub_pose, node.pub_cloud0, node.pub_cloud1)
+    out = [p for p in (node.pub_pose, node.pub_cloud0, node.pub_cloud1, node.pub_inliers, node.pub_diag, node.pub_full)
+           if p is not None]
     assert _spin_until(executor, lambda: all(tester.count_subscribers(t) for t in pubs)
                        and all(p.get_subscription_count() for p in out), 20)
 
@@ -85,9 +97,37 @@ def test_node_publishes_pose_and_clouds_with_frames_and_stamps(ros, tiny_net):
         assert cloud0.header.frame_id == "cam0_optical_frame" and cloud1.header.frame_id == "cam1_optical_frame"
         assert [f.name for f in cloud0.fields] == ["x", "y", "z", "rgb"] and cloud0.width > 0
         assert node.stats["succeeded"] == 1
+        # the values: the API's answer on the same images, K and seed, as the pose of camera 1 in camera 0
+        from mickey_ros import Relocalizer
+        from mickey_ros.geometry.se3 import make_T, quat_wxyz_to_matrix
+
+        rgb = [cv2.imread(str(DEMO / f"im{i}.png"))[:, :, ::-1].copy() for i in (0, 1)]
+        Km = np.array(K).reshape(3, 3)
+        expected = Relocalizer(tiny_net, device="cpu", seed=0).estimate(rgb[0], Km, rgb[1], Km)
+
+        def T_of(p):
+            q = p.orientation
+            return make_T(quat_wxyz_to_matrix([q.w, q.x, q.y, q.z]), [p.position.x, p.position.y, p.position.z])
+
+        np.testing.assert_allclose(T_of(pose.pose.pose), np.linalg.inv(expected.T_0to1), atol=1e-9)
+        assert cloud0.width == cloud1.width == expected.num_matches
+        assert _spin_until(executor, lambda: got["inliers"] and (got["diagnostics"] or node.pub_diag is None))
+        assert [m.data for m in got["inliers"]] == [expected.num_inliers]
+        if node.pub_diag is not None:
+            from diagnostic_msgs.msg import DiagnosticStatus
+
+            (status,) = got["diagnostics"][-1].status
+            values = {kv.key: kv.value for kv in status.values}
+            assert status.level == DiagnosticStatus.OK and status.message == "ok"
+            assert values["succeeded"] == "1" and values["last_inliers"] == str(expected.num_inliers)
         # RelativePose goes on the live graph only when mickey_ros_msgs is built (not pip-installable here)
         if importlib.util.find_spec("mickey_ros_msgs") is None:
             assert node.pub_full is None and node.relative_pose_class is None
+        else:
+            assert _spin_until(executor, lambda: got["full"])
+            full = got["full"][0]
+            np.testing.assert_allclose(T_of(full.pose.pose), np.linalg.inv(expected.T_0to1), atol=1e-9)
+            assert (full.num_inliers, full.num_matches) == (expected.num_inliers, expected.num_matches)
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -103,18 +143,22 @@ def test_node_publishes_pose_and_clouds_with_frames_and_stamps(ros, tiny_net):
         (dict(d1=(-0.2, 0.05, 0.0, 0.0, 0.0)), "camera_info1: non-zero distortion"),
     ],
 )
-def test_bad_input_publishes_nothing_warns_once_and_node_keeps_running(ros, tiny_net, bad, warning):
+def test_bad_input_publishes_nothing_warns_once_and_node_keeps_running(ros, tiny_net, bad, warning, capfd):
     node, tester, pubs, got, executor = _make_nodes(ros, tiny_net)
     try:
         _wait_connected(executor, node, tester, pubs)
-        for _ in range(2):
+        capfd.readouterr()  # start-up lines are not this test's business
+        for k in (1, 2):  # pair by pair: each one rejected before the next is sent
             _publish_pair(tester, pubs, node.get_clock().now().to_msg(), **bad)
-            _spin_until(executor, lambda: node._slot is None, 5)
-        assert _spin_until(executor, lambda: node.stats["rejected"] >= 1)
+            assert _spin_until(executor, lambda: node.stats["rejected"] == k), node.stats
         assert got["pose"] == []
-        assert [w for w in node._warned if warning in w] and len(node._warned) == 1  # one warning, not one per pair
         _publish_pair(tester, pubs, node.get_clock().now().to_msg())  # the next good pair still works
         assert _spin_until(executor, lambda: got["pose"])
+        # the log (rcutils writes to stderr, or stdout with RCUTILS_LOGGING_USE_STDOUT): one warning naming the
+        # input, not one per pair
+        captured = capfd.readouterr()
+        warnings = [line for line in (captured.err + captured.out).splitlines() if "WARN" in line]
+        assert len(warnings) == 1 and warning in warnings[0], warnings
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -138,22 +182,36 @@ def test_missing_camera_info_never_pairs(ros, tiny_net):
 
 
 def test_publishing_faster_than_inference_drops_and_counts(ros, tiny_net):
+    import threading
+
     node, tester, pubs, got, executor = _make_nodes(ros, tiny_net)
+    entered, release = threading.Event(), threading.Event()
+    real_estimate = node.reloc.estimate
+
+    def held_estimate(*args, **kwargs):  # the first inference waits until the test has sent every pair
+        entered.set()
+        assert release.wait(120)
+        return real_estimate(*args, **kwargs)
+
+    node.reloc.estimate = held_estimate
     try:
         _wait_connected(executor, node, tester, pubs)
-        for _ in range(12):
-            _publish_pair(tester, pubs, node.get_clock().now().to_msg())
-            executor.spin_once(timeout_sec=0.0)
+        stamps = []
+        for k in range(1, 13):
+            stamps.append(node.get_clock().now().to_msg())
+            _publish_pair(tester, pubs, stamps[-1])
+            assert _spin_until(executor, lambda: node.stats["received_pairs"] == k), node.stats
+            if k == 1:
+                assert entered.wait(60)  # the worker holds pair 1; pairs 2..12 meet a busy worker
         s = node.stats
-
-        def settled() -> bool:
-            done = s["processed"] + s["dropped_replaced"] + s["dropped_stale"] + s["rejected"]
-            return node._slot is None and s["received_pairs"] >= 3 and done == s["received_pairs"]
-
-        assert _spin_until(executor, settled), s
-        assert s["dropped_replaced"] > 0 and s["processed"] < s["received_pairs"]  # newest-pair slot, no backlog
+        assert s["dropped_replaced"] == 10 and s["processed"] == 0  # the slot keeps only the newest pair: no backlog
+        release.set()
+        assert _spin_until(executor, lambda: len(got["pose"]) == 2 and s["processed"] == 2, 120), s
+        assert [p.header.stamp for p in got["pose"]] == [stamps[0], stamps[-1]]  # the first and the newest
+        assert s["received_pairs"] == 12 and s["dropped_replaced"] == 10 and node._slot is None
         assert node.sync.pending("image0") <= node.sync.queue_size
     finally:
+        release.set()
         executor.shutdown()
         node.destroy_node()
         tester.destroy_node()

@@ -129,6 +129,21 @@ def test_scene_balanced_sampler(bag_dataset):
     assert a != list(sampler)
 
 
+def test_scene_balanced_sampler_draws_equally_from_scenes_of_unequal_size(mapfree_root):
+    root, _ = mapfree_root
+    ds = MapFreePairDataset(root, "train")
+    assert ds.scene_ids == ["s00000"] * 3 + ["s00001"]  # precondition: two scenes, 3 pairs and 1 pair
+    sampler = SceneBalancedSampler(ds, n_per_scene=7, seed=3)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        drawn = list(sampler)
+        assert len(drawn) == len(sampler) == 14
+        scenes = [ds.scene_ids[i] for i in drawn]
+        assert scenes.count("s00000") == scenes.count("s00001") == 7  # per scene, not per pair (3:1)
+        assert drawn.count(3) == 7 and set(drawn) - {3} <= {0, 1, 2}
+        assert scenes != sorted(scenes) and scenes != sorted(scenes, reverse=True)  # shuffled across scenes
+
+
 # -- Map-free ---------------------------------------------------------------------------------------------------
 MF_W, MF_H = 60, 45
 

@@ -60,3 +60,29 @@ def test_evaluate_dataset_reports_the_summary_and_the_identity_floor(tiny_net):
     assert ident["prec_vcre_10pct_diag"] == sum(v < 0.1 * diag for v in ident_vcre) / 2
     assert ident["prec_vcre_5pct_diag"] == sum(v < 0.05 * diag for v in ident_vcre) / 2
     assert KEY_PREC_VCRE in metrics
+
+
+class _HostileDataset(list):
+    """The demo pairs with an unreadable item and an item whose K cannot belong to its image in between."""
+
+    def __getitem__(self, i):
+        if i == 1:
+            raise OSError("truncated bag: cannot read message 17")
+        return super().__getitem__(i)
+
+
+def test_a_pair_that_raises_is_a_counted_skip_and_the_run_goes_on(tiny_net):
+    data, _ = _dataset()
+    bad_k = dict(data[0], K_color1=torch.tensor([[1e9, 0, 147.0], [0, 1e9, 112.0], [0, 0, 1]]))
+    hostile = _HostileDataset([data[0], None, bad_k, data[1]])
+    metrics, estimates = evaluate_dataset(tiny_net, hostile, device="cpu", seed=0)
+    assert metrics["skipped"] == {
+        "OSError: truncated bag: cannot read message 17": 1,
+        "K1: horizontal field of view 1.68e-05 deg (focal 1e+09 px for 294 px) is outside (1, 179) deg; is K for "
+        "this 294x224 image?": 1,
+    }
+    clean, clean_estimates = evaluate_dataset(tiny_net, data, device="cpu", seed=0)
+    assert clean["skipped"] == {} and metrics["num_failures"] == clean["num_failures"]  # summary over good pairs
+    assert metrics["median_trans_err_m"] == clean["median_trans_err_m"]
+    assert metrics["Estimates for % of frames"] == pytest.approx(clean["Estimates for % of frames"] * 2 / 4)
+    assert [e[0] for e in estimates["s00000"]] == [e[0] for e in clean_estimates["s00000"]]

@@ -249,6 +249,75 @@ def test_pair_loss_uses_the_pose_of_the_generating_mask(monkeypatch):
     assert abs(loss_of(range(8)) - loss_of(range(12))) > 1e-3  # the refit on the 12 inliers would differ
 
 
+# -- expected loss with the null hypothesis and the REINFORCE coefficients, against numpy ----------------------
+def _numpy_kabsch(A, B):
+    """Plain Kabsch ``B ~ R A + t`` (numpy, det R = +1)."""
+    a, b = A.mean(0), B.mean(0)
+    U, _, Vt = np.linalg.svd((A - a).T @ (B - b))
+    R = Vt.T @ np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))]) @ U.T
+    return R, b - R @ a
+
+
+def test_null_hypothesis_and_per_draw_aggregation_match_an_independent_numpy_computation(monkeypatch):
+    """Fixed draws (Q = 2 draws of M = 12 of the 16 matches) and minimal sets (J = 3 of 8 each), no refinement: per
+    hypothesis numpy Kabsch, soft-inlier score (tau 0.3 m, beta 5 / tau), loss tanh(symmetric VCRE / 80);
+    ``L_k = softmax([score / 20, 0.35 M / 20]) . [loss, 0.8]``, pair loss ``mean_k L_k`` and the REINFORCE
+    coefficient of entry (i, j) ``(1/Q) sum_k [drawn in k] (L_k - mean L)`` (official section 8, steps 6-7)."""
+    import training.loss as loss_mod
+
+    rng = np.random.default_rng(4)
+    n, Q, J = 16, 2, 3
+    R_true = _numpy_kabsch(rng.normal(size=(5, 3)), rng.normal(size=(5, 3)))[0]  # some rotation
+    t_true = np.array([0.3, -0.1, 0.2])
+    X0 = np.c_[rng.uniform(-1, 1, (n, 2)), rng.uniform(2, 4, n)]
+    X1 = X0 @ R_true.T + t_true + rng.normal(0, 0.06, (n, 3))
+    X1[12:] += rng.uniform(0.4, 0.9, (4, 3))  # 4 outliers
+    K = K_DEMO.double().numpy()
+    kpts0, kpts1 = ((X @ K.T)[:, :2] / X[:, 2:] for X in (X0, X1))
+    M = 12
+    order = np.stack([np.arange(4, 16), rng.permutation(n)[:M]])  # draw k: the matches (i, i) in this order
+    sets = np.array([[np.arange(0, 8), np.arange(2, 10), np.arange(4, 12)],
+                     [rng.permutation(M)[:8] for _ in range(J)]])  # positions in each draw
+    flat = torch.from_numpy(order * (n + 1))  # entry (i, i) of the 16 x 16 P
+    monkeypatch.setattr(loss_mod, "sample_correspondences", lambda p, m, q, g: (flat, p.flatten()[flat]))
+    monkeypatch.setattr(loss_mod, "minimal_sets", lambda w, j, k, g: torch.from_numpy(sets))
+    P = torch.from_numpy(np.full((n, n), 1e-3) + np.diag(rng.uniform(0.5, 1.5, n)))[None].requires_grad_(True)
+    T_gt = make_T(R_true, t_true)
+    Kt = K_DEMO.double()[None]
+    cfg = LossConfig(num_samples=M, num_draws=Q, hypotheses_per_draw=J, num_refinements=0)
+    out = mickey_loss(P, torch.from_numpy(kpts0)[None], torch.from_numpy(kpts1)[None], torch.from_numpy(X0[:, 2])[None],
+                      torch.from_numpy(X1[:, 2])[None], Kt, Kt, Kt, Kt, torch.from_numpy(T_gt)[None], cfg)
+    out.surrogate.backward()
+
+    L = np.zeros(Q)
+    null_weights = []
+    for k in range(Q):
+        A, B = X0[order[k]], X1[order[k]]
+        scores, losses = [], []
+        for s in sets[k]:
+            R, t = _numpy_kabsch(A[s], B[s])
+            d = np.sqrt(((A @ R.T + t - B) ** 2).sum(1) + 1e-6)
+            scores.append(np.sum(1 / (1 + np.exp(-5 / 0.3 * (0.3 - d)))))
+            v0 = _numpy_vcre(R, t, T_gt, K)
+            v1 = _numpy_vcre(R.T, -R.T @ t, np.linalg.inv(T_gt), K)
+            losses.append(np.tanh((v0 + v1) / 2 / 80))
+        logits = np.array(scores + [0.35 * M]) / 20
+        w = np.exp(logits - logits.max())
+        w /= w.sum()
+        L[k] = w[:J] @ np.array(losses) + w[J] * 0.8
+        null_weights.append(w[J])
+    assert 0.1 < min(null_weights) and max(null_weights) < 0.5  # precondition: the null hypothesis weighs in
+    assert abs(L[0] - L[1]) > 1e-3  # precondition: the draws differ, so the coefficients are not all zero
+    assert float(out.pair_loss[0]) == pytest.approx(L.mean(), rel=1e-10)
+    assert float(out.loss) == pytest.approx(L.mean(), rel=1e-10)
+    coef = np.zeros(n * n)
+    for k in range(Q):
+        np.add.at(coef, order[k] * (n + 1), (L[k] - L.mean()) / Q)
+    assert np.abs(coef).max() > 1e-4 and np.count_nonzero(coef) < 2 * M  # precondition: entries in one draw only
+    got = (P.grad * (P.detach() + 1e-16))[0].flatten().numpy()  # d surrogate / d log(P + eps)
+    np.testing.assert_allclose(got, coef, rtol=1e-9, atol=1e-15)
+
+
 # -- REINFORCE scale: summed over the kept pairs (official), the direct term averaged ---------------------------
 def _random_pair_inputs(seed, B):
     g = torch.Generator().manual_seed(seed)

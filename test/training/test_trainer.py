@@ -69,6 +69,18 @@ def test_config_layers_and_rejects_unknown_keys(tmp_path):
         config_mod.resolve(path)
 
 
+@pytest.mark.parametrize("override, match", [
+    ("train.val_per_epoch=0", r"override: train\.val_per_epoch: expected an integer >= 1, got 0"),
+    ("train.batch_size=0", r"train\.batch_size: expected an integer >= 1, got 0"),
+    ("train.recalibrate_batchnorm=-5", r"train\.recalibrate_batchnorm: expected an integer >= 0, got -5"),
+    ("data.num_workers=-1", r"data\.num_workers: expected an integer >= 0, got -1"),
+])
+def test_config_rejects_out_of_range_integers_before_any_work(override, match):
+    """Range errors come from resolve(), not after minutes of BatchNorm recalibration or data indexing."""
+    with pytest.raises(config_mod.ConfigError, match=match):
+        config_mod.resolve(None, [override])
+
+
 def test_shipped_configs_resolve():
     for path in sorted((REPO / "training" / "configs").glob("*.yaml")):
         config_mod.resolve(path)
@@ -111,6 +123,9 @@ def test_two_process_gloo_ddp_step_averages_gradients_exactly(tmp_path):
     ranks = [torch.load(tmp_path / f"grads_world2_rank{r}.pt") for r in (0, 1)]
     assert [r["loss"] for r in ranks] == [s["loss"] for s in single]  # same per-pair draws in both layouts
     assert set(ranks[0]["grads"]) == set(single[0]["grads"]) and len(ranks[0]["grads"]) > 200
+    # precondition: the two pairs' gradients differ, so a rank that kept its own gradient (no all-reduce) fails below
+    differ = [n for n, g in single[0]["grads"].items() if not torch.allclose(g, single[1]["grads"][n], rtol=1e-3)]
+    assert len(differ) > 0.5 * len(single[0]["grads"]), len(differ)
     for name, grad in ranks[0]["grads"].items():
         expected = (single[0]["grads"][name] + single[1]["grads"][name]) / 2
         torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-9, msg=name)
@@ -189,14 +204,39 @@ def test_kill_and_resume_continues_exactly(bags, tmp_path):
     state = torch.load(ckpt, weights_only=True)
     k = int(state["step"])
     assert k >= 2 and f"continue with --resume {ckpt}" in err
-    resumed = _run(["training/train.py", "--resume", str(ckpt), *_overrides(bags, run_b, f"train.max_steps={k + 2}")])
+    more = 4  # steps after the resume (more than one batch of the 8-frame scene, so the data order matters too)
+    resumed = _run(["training/train.py", "--resume", str(ckpt),
+                    *_overrides(bags, run_b, f"train.max_steps={k + more}")])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     run_a = tmp_path / "straight"
-    straight = _run(["training/train.py", *_overrides(bags, run_a, f"train.max_steps={k + 2}")])
+    straight = _run(["training/train.py", *_overrides(bags, run_a, f"train.max_steps={k + more}")])
     assert straight.returncode == 0, straight.stderr[-2000:]
     a, b = _losses(run_a), _losses(run_b)
-    assert [a[s] for s in range(1, k + 3)] == [b[s] for s in range(1, k + 3)]  # bit-identical losses
+    assert [a[s] for s in range(1, k + more + 1)] == [b[s] for s in range(1, k + more + 1)]  # bit-identical losses
     assert (run_a / "config.yaml").exists() and list((run_a / "tb").glob("events.out.tfevents.*"))
+    # the end states agree exactly: weights (and BatchNorm buffers), optimiser moments and counters, step
+    end_a, end_b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (run_a, run_b))
+    assert end_a["step"] == end_b["step"] == k + more
+    assert end_a["state_dict"].keys() == end_b["state_dict"].keys()
+    assert all(torch.equal(v, end_b["state_dict"][n]) for n, v in end_a["state_dict"].items())
+    _assert_same_tree(end_a["optimizer"], end_b["optimizer"])
+    assert end_a["optimizer"]["state"]  # precondition: the optimiser has moments to compare
+
+
+def _assert_same_tree(a, b, path="optimizer"):
+    """Nested containers of tensors and plain values are exactly equal."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _assert_same_tree(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tree(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
 
 
 def test_train_py_rejects_bad_config_with_one_line(tmp_path):
@@ -339,3 +379,27 @@ def test_bf16_autocast_step_keeps_the_loss_geometry_in_float64(tmp_path):
     assert all(torch.isfinite(p.grad).all() for p in trainer.params if p.grad is not None)
     with pytest.raises(Exception, match="train.precision: expected auto, fp32, bf16 or fp16, got 'fp8'"):
         Trainer(config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.precision=fp8"]))
+
+
+def test_model_depth_focal_ref_continues_a_metric_checkpoint_as_focal_relative(tmp_path):
+    """model.depth_focal_ref: same weights, depth from then on x fx / ref; the recorded input size is kept."""
+    import dataclasses
+
+    from mickey_ros.model.checkpoint import save_checkpoint
+    from mickey_ros.model.mickey import PRESETS, MicKey
+
+    torch.manual_seed(0)
+    metric = MicKey(dataclasses.replace(PRESETS["small"], depth_focal_ref=0.0), preset="small").eval()
+    metric.input_size = (112, 84)
+    path = save_checkpoint(metric, tmp_path / "metric.pt")
+    net = build_network(config_mod.resolve(None, [f"model.checkpoint={path}", "model.depth_focal_ref=228.0"])).eval()
+    assert net.config.depth_focal_ref == 228.0 and net.input_size == (112, 84)
+    x = torch.rand(1, 3, 84, 112)
+    with torch.no_grad():
+        assert torch.allclose(net(x, torch.tensor([114.0])).depth, metric(x).depth * 0.5)
+    same = build_network(config_mod.resolve(None, [f"model.checkpoint={path}"]))
+    assert same.config.depth_focal_ref == 0.0
+    from mickey_ros.errors import InputError
+
+    with pytest.raises(InputError, match=r"depth_focal_ref: expected 0 \(off\) or a focal length in pixels, got -1"):
+        build_network(config_mod.resolve(None, [f"model.checkpoint={path}", "model.depth_focal_ref=-1.0"]))

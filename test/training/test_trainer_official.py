@@ -241,11 +241,11 @@ def test_warmup_and_overlap_score_configs_differ_from_official_as_section_13():
     assert (warm["data"]["resize"], warm["train"]["batch_size"]) == ([360, 480], 24)  # W x H = 360 x 480
     assert (warm["loss"]["num_samples"], warm["loss"]["null_hypothesis"]) == (64, False)
     assert configs["official_sc"]["data"]["min_overlap"] == 0.4 and configs["official_sc"]["data"]["max_overlap"] == 0.8
-    new_only = {"train.run_dir", "train.val_per_epoch", "train.precision"}  # official.yaml leaves these at defaults
+    new_only = {"train.run_dir"}
     warm_keys = {"data.resize", "train.batch_size", "loss.num_samples", "loss.null_hypothesis"}
     sc_keys = {"data.min_overlap", "data.max_overlap", "train.curriculum"}
     assert _diff(warm, configs["official"]) - new_only == warm_keys
     assert _diff(configs["official_sc"], configs["official"]) - new_only == sc_keys
     assert _diff(configs["official_sc_warmup"], warm) == sc_keys | {"train.run_dir"}
-    for name in ("official_warmup", "official_sc", "official_sc_warmup"):
+    for name in ("official", "official_warmup", "official_sc", "official_sc_warmup"):
         assert configs[name]["train"]["val_per_epoch"] == 2 and configs[name]["train"]["precision"] == "fp16"
