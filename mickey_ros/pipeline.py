@@ -268,9 +268,6 @@ class Relocalizer:
         if self.resize is None:
             check_network_size(height, width, name)  # the plainer error first
         check_intrinsics_fit(K, width, height, k_name)
-        std = float(rgb.std())
-        unusable = (f"{name} is nearly constant (pixel std {std * 255:.2g} grey levels < 1): nothing to match"
-                    if std < MIN_IMAGE_STD else "")
         scale = (1.0, 1.0)
         target = self.resize or budget_size(width, height, self.max_side)
         if self.resize is None and target is not None and (width, height) not in self._budget_logged:
@@ -284,6 +281,9 @@ class Relocalizer:
             K = rescale_intrinsics(K, *scale)
             height, width = new_h, new_w
         check_network_size(height, width, name)
+        std = float(rgb.std())  # of what the network sees (after any resize: cheaper on large frames)
+        unusable = (f"{name} is nearly constant (pixel std {std * 255:.2g} grey levels < 1): nothing to match"
+                    if std < MIN_IMAGE_STD else "")
         crop_h, crop_w = crop_to_multiple(height, width)
         tensor = torch.from_numpy(np.ascontiguousarray(rgb[:crop_h, :crop_w])).permute(2, 0, 1)[None]
         return _View(image=tensor.to(self.device), K=K, scale_xy=scale, unusable=unusable)
