@@ -48,7 +48,10 @@ def read_image(path: str | Path, name: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ImageError(f"{name}: file not found: {p}")
-    data = np.fromfile(p, dtype=np.uint8)
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except OSError as err:
+        raise ImageError(f"{name}: cannot read {p}: {err.strerror}") from err
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise ImageError(f"{name}: cannot decode {p} as an image (expected PNG, JPEG or another format OpenCV reads)")

@@ -84,25 +84,20 @@ def reference_pose_matrix(pose: list[float]) -> np.ndarray:
 
 
 def read_image_file(path: str, name: str = "reference_image") -> np.ndarray:
-    """uint8 ``[H, W, 3]`` RGB of an image file (PNG, JPEG, ... anything OpenCV decodes).
+    """uint8 ``[H, W, 3]`` RGB of an image file (PNG, JPEG, ... anything OpenCV decodes): ``mickey_ros.cli.read_image``
+    with the node's parameter errors.
 
     Raises:
         ParameterError: missing or undecodable file.
     """
-    import cv2
+    from mickey_ros.cli import read_image
 
-    file = Path(path)
-    if not file.is_file():
+    if not Path(path).is_file():
         raise ParameterError(f"{name}: expected an existing image file, got {path!r} (not found)")
     try:
-        data = np.fromfile(file, dtype=np.uint8)
-    except OSError as err:
-        raise ParameterError(f"{name}: cannot read {path!r}: {err.strerror}") from err
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ParameterError(f"{name}: cannot decode {path!r} as an image (expected PNG, JPEG or another format "
-                             "OpenCV reads)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+        return read_image(path, name)
+    except ImageError as err:
+        raise ParameterError(str(err)) from err
 
 
 def _numbers(data: Any, key: str, count: int, name: str, path: str) -> np.ndarray:
