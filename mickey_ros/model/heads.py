@@ -12,6 +12,7 @@ Parameter names follow the official checkpoint (``resblock1.conv1.weight``, ``at
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -76,6 +77,14 @@ def sine_position_encoding(dim: int, h: int, w: int, device: torch.device | None
     pe[2::4] = torch.sin(y * div)
     pe[3::4] = torch.cos(y * div)
     return pe
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_sine_position_encoding(dim: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """:func:`sine_position_encoding`, computed once per (dim, h, w, device): a constant of the grid size, never a
+    function of the weights; callers only read it (``x + pe``)."""
+    with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable outside inference mode
+        return sine_position_encoding(dim, h, w, device)
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -147,7 +156,7 @@ class SelfAttentionStack(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, dim, h, w]`` -> ``[B, dim, h, w]``."""
         B, C, h, w = x.shape
-        x = x + sine_position_encoding(C, h, w, x.device).to(x.dtype)
+        x = x + _cached_sine_position_encoding(C, h, w, x.device).to(x.dtype)
         tokens = x.flatten(2).transpose(1, 2)
         for layer in self.layers:
             tokens = layer(tokens)

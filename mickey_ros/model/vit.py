@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+POS_CACHE_SIZE = 8  # grid sizes whose resized positional embedding is kept at inference
+
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -184,6 +186,7 @@ class VisionTransformer(nn.Module):
         dim = cfg.embed_dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_grid**2 + 1, dim))
+        self._pos_cache: dict[tuple, torch.Tensor] = {}  # inference-time resized embeddings, see interpolate_pos_encoding
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # unused; kept for the DINOv2 layout
         if cfg.stem_channels and cfg.patch_size != 14:
             raise ValueError(f"stem_channels: the convolutional stem needs patch_size 14, got {cfg.patch_size}")
@@ -221,7 +224,8 @@ class VisionTransformer(nn.Module):
 
         The ``M x M`` patch embeddings are resized by bicubic interpolation (no antialias, float32)
         with ``scale_factor = ((h + 0.1) / M, (w + 0.1) / M)``; passing the scale factor (not the
-        size) sets the sampling positions. No resize when ``(h, w) == (M, M)``.
+        size) sets the sampling positions. No resize when ``(h, w) == (M, M)``. Outside training (no gradient
+        wanted for ``pos_embed``) the result is computed once per grid size and reused until the weights change.
 
         Args:
             h, w: patch rows and columns.
@@ -233,6 +237,23 @@ class VisionTransformer(nn.Module):
         M = self.cfg.pos_grid
         if (h, w) == (M, M):
             return self.pos_embed
+        if torch.is_grad_enabled() and self.pos_embed.requires_grad:  # training it: no cache, gradients flow
+            return self._interpolate_pos_encoding(h, w).to(dtype)
+        # inference: once per grid size while the weights stay the same (any in-place change to pos_embed, such as
+        # load_state_dict or an optimiser step, bumps its version and so misses the cache)
+        key = (h, w, self.pos_embed.device, self.pos_embed.data_ptr(), self.pos_embed._version)
+        cached = self._pos_cache.get(key)
+        if cached is None:
+            with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable outside inference mode
+                cached = self._interpolate_pos_encoding(h, w)
+            if len(self._pos_cache) >= POS_CACHE_SIZE:
+                self._pos_cache.pop(next(iter(self._pos_cache)))
+            self._pos_cache[key] = cached
+        return cached.to(dtype)
+
+    def _interpolate_pos_encoding(self, h: int, w: int) -> torch.Tensor:
+        """The float32 ``[1, 1 + h * w, D]`` resized embedding of :meth:`interpolate_pos_encoding`."""
+        M = self.cfg.pos_grid
         pos = self.pos_embed.float()
         dim = pos.shape[-1]
         grid = pos[:, 1:].reshape(1, M, M, dim).permute(0, 3, 1, 2)
@@ -243,7 +264,7 @@ class VisionTransformer(nn.Module):
         if tuple(grid.shape[-2:]) != (h, w):  # cannot happen for h, w >= 1; kept as an invariant check
             raise RuntimeError(f"pos_embed interpolation gave {tuple(grid.shape[-2:])}, expected {(h, w)}")
         patch_pos = grid.permute(0, 2, 3, 1).reshape(1, h * w, dim)
-        return torch.cat([pos[:, :1], patch_pos], dim=1).to(dtype)
+        return torch.cat([pos[:, :1], patch_pos], dim=1)
 
     def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` (H, W multiples of 14) -> ``[B, 1 + h * w, D]`` tokens after the final norm."""

@@ -75,7 +75,6 @@ from mickey_ros.ros.triggering import Job, RateGate, RequestBoard
 QOS_DEPTH = 5
 EXECUTOR_THREADS = 3  # a service callback waiting for the worker + subscriptions + parameter services
 WAIT_POLL_S = 0.5  # a service waiting for an inference in progress re-checks the node is still running this often
-WARMUP_HW = (224, 294)  # synthetic warm-up pair (pixels); loads the kernels, the result is ignored
 
 
 def _load_network(p: Mapping[str, Any]) -> tuple[Any, str]:
@@ -208,17 +207,12 @@ class RelocalizeNode(Node):
 
     def _warm_up(self) -> None:
         """One inference on a synthetic pair: the first one pays for kernel loading and allocator growth."""
-        h, w = WARMUP_HW
-        rng = np.random.default_rng(0)
-        image0, image1 = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2))
-        K = np.array([[0.8 * w, 0.0, w / 2], [0.0, 0.8 * w, h / 2], [0.0, 0.0, 1.0]])
-        start = time.perf_counter()
         try:
-            self.reloc.estimate(image0, K, image1, K)
+            seconds = self.reloc.warmup()
         except RuntimeError as err:  # e.g. CUDA out of memory, no kernel image for this GPU
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ParameterError(f"device: warm-up inference on {self.reloc.device} failed: {first}") from err
-        self.get_logger().info(f"warm-up inference: {time.perf_counter() - start:.2f} s")
+        self.get_logger().info(f"warm-up inference: {seconds:.2f} s")
 
     def _extract_reference_file(self) -> None:
         """The reference file's features, once (each query then runs the network on the query image only)."""
