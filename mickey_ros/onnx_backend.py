@@ -69,6 +69,7 @@ class OnnxNetwork:
         with torch.no_grad():
             self.matcher.matching_mat.dustbin_score.fill_(float(meta["dustbin_score"]))
         self._inputs = [i.name for i in self._session.get_inputs()]
+        self.dynamic_batch = not isinstance(self._session.get_inputs()[0].shape[0], int)  # else B = 1 only
         self.to(device)
 
     # -- the nn.Module surface the pipeline uses ---------------------------------------------------

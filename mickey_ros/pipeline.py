@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from mickey_ros.errors import ImageError, InputError
+from mickey_ros.errors import ImageError, InputError, MickeyError
 from mickey_ros.geometry.camera import (
     PATCH_SIZE,
     backproject,
@@ -239,6 +240,61 @@ class Relocalizer:
         view1.out = self._extract(view1)
         return self._solve(view0, view1)
 
+    def estimate_batch(self, pairs: Sequence[tuple[Any, Any, Any, Any]], return_errors: bool = False
+                       ) -> list[RelativePose | MickeyError]:
+        """``estimate`` on several pairs with the network run on all their images at once (offline throughput).
+
+        Images of one size go through the backbone as one batch (the heads run per image); an image object shared
+        by several pairs with the same K (a reference against many queries) is extracted once. Each pair is then
+        solved on its own, from ``seed`` as in ``estimate``. On the CPU the backbone's rows are computed
+        independently of the batch, so the poses equal ``estimate``'s exactly (tested); on a GPU, kernels chosen
+        per batch size may round differently. An ONNX file with a fixed batch of 1 runs image by image.
+
+        Args:
+            pairs: ``(image0, K0, image1, K1)`` tuples, each as ``estimate`` takes them.
+            return_errors: a pair with malformed input gives its ``MickeyError`` in the list instead of raising
+                (the other pairs are still estimated).
+
+        Returns:
+            One ``RelativePose`` (or, with ``return_errors``, error) per pair, in order.
+
+        Raises:
+            ImageError, IntrinsicsError: malformed inputs (without ``return_errors``).
+        """
+        prepared: list[tuple[_View, _View] | MickeyError] = []
+        shared: dict[int, list[tuple[np.ndarray, _View]]] = {}  # id(image) -> [(K, view)]: one view per image and K
+
+        def view_of(image: Any, K: Any, name: str, k_name: str) -> _View:
+            for K_seen, view in shared.get(id(image), []):
+                if np.array_equal(np.asarray(K, dtype=np.float64), K_seen):
+                    return view
+            view = self._prepare(image, K, name, k_name)
+            shared.setdefault(id(image), []).append((np.asarray(K, dtype=np.float64), view))
+            return view
+
+        for image0, K0, image1, K1 in pairs:
+            try:
+                prepared.append((view_of(image0, K0, "image0", "K0"), view_of(image1, K1, "image1", "K1")))
+            except MickeyError as err:
+                if not return_errors:
+                    raise
+                prepared.append(err)
+        todo: dict[int, _View] = {}
+        for pair in prepared:
+            if not isinstance(pair, MickeyError) and not (pair[0].unusable or pair[1].unusable):
+                todo.update({id(pair[0]): pair[0], id(pair[1]): pair[1]})
+        self._extract_many(list(todo.values()))
+        results: list[RelativePose | MickeyError] = []
+        for pair in prepared:
+            if isinstance(pair, MickeyError):
+                results.append(pair)
+            elif pair[0].unusable or pair[1].unusable:
+                results.append(RelativePose(success=False, reason=pair[0].unusable or pair[1].unusable,
+                                            T_0to1=np.eye(4)))
+            else:
+                results.append(self._solve(*pair))
+        return results
+
     def warmup(self, width: int | None = None, height: int | None = None) -> float:
         """One full inference on a synthetic textured pair, result discarded; returns its wall time in seconds.
 
@@ -337,6 +393,32 @@ class Relocalizer:
             features = self.net.backbone_features(view.image)
         focal = torch.tensor([view.K[0, 0]], dtype=torch.float32, device=self.device)  # of the network input
         return self.net.forward_heads(features.float(), focal)
+
+    @torch.no_grad()
+    def _extract_many(self, views: list[_View]) -> None:
+        """``_extract`` on many views, batched per image size; sets each ``view.out`` (``[1, ...]`` tensors)."""
+        if isinstance(self.net, OnnxNetwork) and not self.net.dynamic_batch:
+            for view in views:
+                view.out = self._extract(view)
+            return
+        groups: dict[tuple[int, ...], list[_View]] = {}
+        for view in views:
+            groups.setdefault(tuple(view.image.shape), []).append(view)
+        for group in groups.values():
+            images = torch.cat([view.image for view in group])
+            if isinstance(self.net, OnnxNetwork):
+                focal = torch.tensor([view.K[0, 0] for view in group], dtype=torch.float32)
+                out = self.net(images, focal)
+                for b, view in enumerate(group):
+                    view.out = dataclasses.replace(out, kpts=out.kpts[b:b + 1], depth=out.depth[b:b + 1],
+                                                   scores=out.scores[b:b + 1], descriptors=out.descriptors[b:b + 1])
+                continue
+            with self._autocast():
+                features = self.net.backbone_features(images)  # the batched part: the backbone dominates
+            for b, view in enumerate(group):  # heads per image (their convolutions round differently per batch and
+                # per memory layout: contiguous, as the features of a batch of one)
+                focal = torch.tensor([view.K[0, 0]], dtype=torch.float32, device=self.device)
+                view.out = self.net.forward_heads(features[b:b + 1].contiguous().float(), focal)
 
     @torch.no_grad()
     def _solve(self, view0: _View, view1: _View) -> RelativePose:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,15 @@ def depth_summary(net: Any, item: dict[str, Any], device: Any) -> list[tuple[flo
 
 
 def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,
-                     indices: list[int] | None = None,
+                     indices: list[int] | None = None, batch: int = 1,
                      ) -> tuple[dict[str, Any], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
     """Run the Relocalizer on the dataset's pairs (``indices``, else the first ``max_pairs``) and score them as
     Map-free does. Items with sensor depth (``depth0``/``depth1``) add ``depth_ratio_median`` and
     ``depth_logcorr_median`` (predicted vs sensor depth at the keypoints, over images).
 
     A pair that raises (unreadable frame, implausible intrinsics, ...) counts as a failure and its reason as an
-    entry of ``metrics["skipped"]`` (reason -> count); the run goes on.
+    entry of ``metrics["skipped"]`` (reason -> count); the run goes on. ``batch`` pairs go through the network at
+    a time (:meth:`mickey_ros.pipeline.Relocalizer.estimate_batch`: the same poses as one by one).
 
     Camera 0 is the reference (identity pose), so a pair's ground truth ``T_0to1`` is the query's
     world-to-camera pose; VCRE uses the query's network-input K and image size.
@@ -92,19 +94,50 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     count = len(dataset) if max_pairs is None else min(len(dataset), max_pairs)
     depth_rows: list[tuple[float, float]] = []
     skipped: dict[str, int] = {}
+    order = list(range(count) if indices is None else indices)
+    if batch < 1:
+        raise InputError(f"--batch: expected a positive number of pairs, got {batch}")
+
+    def skip(err: BaseException) -> None:
+        nonlocal failures
+        reason = describe_error(err)
+        skipped[reason] = skipped.get(reason, 0) + 1
+        failures += 1
+
+    def estimated() -> Iterator[tuple[dict[str, Any], Any]]:
+        """``(item, result)`` per pair that did not raise, ``batch`` pairs through the network at a time."""
+        for start in range(0, len(order), batch):
+            items = []
+            for i in order[start:start + batch]:
+                try:  # one bad pair (unreadable frame, implausible K, ...) is a counted skip, never the end
+                    items.append(dataset[i])
+                except Exception as err:  # noqa: BLE001 - isolation is the point; the reason is kept
+                    skip(err)
+            try:
+                results = reloc.estimate_batch([(it["image0"], it["K_color0"].numpy(), it["image1"],
+                                                 it["K_color1"].numpy()) for it in items], return_errors=True)
+            except Exception:  # noqa: BLE001 - an unexpected error in the batch: find its pair one by one
+                results = []
+                for it in items:
+                    try:
+                        results.append(reloc.estimate_batch([(it["image0"], it["K_color0"].numpy(),
+                                                              it["image1"], it["K_color1"].numpy())])[0])
+                    except Exception as err:  # noqa: BLE001
+                        results.append(err)
+            for item, res in zip(items, results):
+                if isinstance(res, BaseException):
+                    skip(res)
+                    continue
+                try:
+                    if "depth0" in item:
+                        depth_rows.extend(depth_summary(reloc.net, item, reloc.device))
+                except Exception as err:  # noqa: BLE001
+                    skip(err)
+                    continue
+                yield item, res
+
     with torch.no_grad():
-        for i in (range(count) if indices is None else indices):
-            try:  # one bad pair (unreadable frame, implausible K, ...) is a counted skip, never the end of the run
-                item = dataset[i]
-                res = reloc.estimate(item["image0"], item["K_color0"].numpy(), item["image1"],
-                                     item["K_color1"].numpy())
-                if "depth0" in item:
-                    depth_rows += depth_summary(reloc.net, item, reloc.device)
-            except Exception as err:  # noqa: BLE001 - isolation is the point; the reason is kept
-                reason = describe_error(err)
-                skipped[reason] = skipped.get(reason, 0) + 1
-                failures += 1
-                continue
+        for item, res in estimated():
             scene = _scene_name(item["scene_id"])
             rows = per_scene.setdefault(scene, {"trans_err": [], "rot_err": [], "reproj_err": [], "confidence": []})
             estimates.setdefault(scene, [])
@@ -155,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pairs", type=int)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=1, help="pairs through the network at a time (same poses)")
     parser.add_argument("--config", help="training config (data topics/pair limits for --kind bags)")
     parser.add_argument("--sample", type=int, help="evaluate a random subset of this many pairs (seeded by --seed)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -176,6 +210,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from training import config as config_mod
     from training.data.build import build_dataset
 
+    if args.batch < 1:
+        raise InputError(f"--batch: expected a positive number of pairs, got {args.batch}")
     out = Path(args.out)
     if args.checkpoint == "default":
         from mickey_ros.model.default import load_default_network
@@ -194,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"--sample: expected a positive number of pairs, got {args.sample}")
     indices = sample_pairs(len(dataset), args.sample, args.seed) if args.sample else None
     metrics, estimates = evaluate_dataset(net, dataset, resolve_device(args.device), args.seed, args.max_pairs,
-                                          indices)
+                                          indices, batch=args.batch)
     write_submission(out / "submission.zip", estimates)
     if args.kind == "mapfree" and args.max_pairs is None and indices is None:  # the benchmark's own scoring of the zip
         summary = {k: v for k, v in metrics.items() if k in SUMMARY_KEYS or k in ("identity", "skipped")}

@@ -1,6 +1,7 @@
 """evaluate.py's dataset evaluation reports the pose summary beside the Map-free metrics, with the identity floor."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -86,3 +87,16 @@ def test_a_pair_that_raises_is_a_counted_skip_and_the_run_goes_on(tiny_net):
     assert metrics["median_trans_err_m"] == clean["median_trans_err_m"]
     assert metrics["Estimates for % of frames"] == pytest.approx(clean["Estimates for % of frames"] * 2 / 4)
     assert [e[0] for e in estimates["s00000"]] == [e[0] for e in clean_estimates["s00000"]]
+
+
+def test_batched_evaluation_equals_one_by_one(tiny_net):
+    data, _ = _dataset()
+    bad_k = dict(data[0], K_color1=torch.tensor([[1e9, 0, 147.0], [0, 1e9, 112.0], [0, 0, 1]]))
+    hostile = _HostileDataset([data[0], None, bad_k, data[1], data[0]])
+    one, one_est = evaluate_dataset(tiny_net, hostile, device="cpu", seed=0)
+    three, three_est = evaluate_dataset(tiny_net, hostile, device="cpu", seed=0, batch=3)
+    assert one["skipped"] and json.dumps(three, sort_keys=True) == json.dumps(one, sort_keys=True)  # NaN-aware
+    assert [(n, R.tolist(), t.tolist(), c) for n, R, t, c in three_est["s00000"]] == \
+        [(n, R.tolist(), t.tolist(), c) for n, R, t, c in one_est["s00000"]]
+    with pytest.raises(Exception, match=r"--batch: expected a positive number of pairs, got 0"):
+        evaluate_dataset(tiny_net, hostile, device="cpu", seed=0, batch=0)
