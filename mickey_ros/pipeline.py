@@ -22,6 +22,7 @@ from mickey_ros.geometry.camera import (
     crop_to_multiple,
     rescale_intrinsics,
 )
+from mickey_ros.geometry.covariance import pose_covariance
 from mickey_ros.geometry.se3 import make_T
 from mickey_ros.onnx_backend import OnnxNetwork
 from mickey_ros.solver import SolverConfig, solve_relative_pose
@@ -55,6 +56,10 @@ class RelativePose:
         match_weights: ``[M]`` float64, the matching probability each sampled match was drawn with.
         depth0, depth1: ``[h, w]`` float32 depth maps (metres) on the 14-px grid, for visualisation.
         scores0, scores1: ``[h, w]`` float32 keypoint score maps on the 14-px grid.
+        covariance: ``[6, 6]`` float64 covariance of the pose of camera 1 in camera 0 (x, y, z, rotX, rotY, rotZ;
+            m^2, rad^2; rotations about camera 0's axes), propagated from the inliers
+            (:func:`mickey_ros.geometry.covariance.pose_covariance`) times ``covariance_scale``; None when
+            undetermined (fewer than 6 inliers, degenerate set) or on failure.
     """
 
     success: bool
@@ -74,6 +79,7 @@ class RelativePose:
     depth1: np.ndarray | None = None
     scores0: np.ndarray | None = None
     scores1: np.ndarray | None = None
+    covariance: np.ndarray | None = None
 
     @property
     def R(self) -> np.ndarray:
@@ -89,6 +95,7 @@ class RelativePose:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("torch", "onnxruntime")
 MIN_PATCHES = 3  # the network needs at least 3x3 patches of 14 px
+DEFAULT_COVARIANCE_SCALE = 1.0  # calibration factor of the propagated covariance (see Relocalizer)
 DEFAULT_MAX_SIDE = 720  # px: long side of the official test size (720 x 540), the budget for DINOv2 backbones
 WARMUP_SIZE = (294, 224)  # (W, H) px of warmup()'s synthetic pair when neither resize nor the training size is known
 MIN_IMAGE_STD = 1.0 / 255.0  # an image whose pixel standard deviation is below one grey level has nothing to match
@@ -162,6 +169,9 @@ class Relocalizer:
             ``mickey-ros export-onnx`` (``pip install -e ".[onnx]"``); ``precision`` is then the file's, and
             ``resize`` defaults to its export size (the file takes exactly that size).
         onnx_path: the ``.onnx`` file for ``backend="onnxruntime"``.
+        covariance_scale: factor on the propagated covariance, calibrated on held-out pairs (``training/evaluate.py``
+            reports the NEES and the factor that would make it consistent); default
+            :data:`DEFAULT_COVARIANCE_SCALE`, calibrated for the bundled network.
 
     Images whose K cannot belong to them (field of view outside 1-179 deg, principal point far outside) raise
     ``IntrinsicsError``; a near-constant image or non-finite network outputs give ``success=False`` with the
@@ -179,6 +189,7 @@ class Relocalizer:
         max_side: int | str | None = "auto",
         backend: str = "torch",
         onnx_path: str | Path | None = None,
+        covariance_scale: float = DEFAULT_COVARIANCE_SCALE,
     ) -> None:
         if backend not in BACKENDS:
             raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -204,6 +215,10 @@ class Relocalizer:
                                      or max_side < MIN_PATCHES * PATCH_SIZE):
             raise InputError(f"max_side: expected 'auto', None or a long side of at least "
                              f"{MIN_PATCHES * PATCH_SIZE} pixels, got {max_side!r}")
+        if isinstance(covariance_scale, bool) or not isinstance(covariance_scale, (int, float)) \
+                or not np.isfinite(covariance_scale) or covariance_scale <= 0:
+            raise InputError(f"covariance_scale: expected a positive number, got {covariance_scale!r}")
+        self.covariance_scale = float(covariance_scale)
         self.max_side = None if max_side is None else int(max_side)
         self._budget_logged: set[tuple[int, int]] = set()
         self.device = resolve_device(device)
@@ -447,19 +462,25 @@ class Relocalizer:
         if not est.success:
             return RelativePose(success=False, reason=est.reason, T_0to1=np.eye(4), **maps)
         idx0, idx1 = est.idx0.to(self.device), est.idx1.to(self.device)
+        kpts3d0, kpts3d1 = pts0[idx0].cpu().numpy(), pts1[idx1].cpu().numpy()
+        inliers = est.inliers.cpu().numpy().astype(bool)
+        T_0to1 = make_T(est.R.cpu().numpy(), est.t.cpu().numpy())
+        covariance = pose_covariance(kpts3d0[inliers], kpts3d1[inliers], T_0to1, float(view0.K[0, 0]),
+                                     float(view1.K[0, 0]), scale=self.covariance_scale)
         return RelativePose(
             success=True,
             reason="",
-            T_0to1=make_T(est.R.cpu().numpy(), est.t.cpu().numpy()),
+            T_0to1=T_0to1,
             confidence=float(est.confidence),
             soft_inliers=float(est.soft_inliers),
             num_inliers=int(est.num_inliers),
             num_matches=int(est.num_matches),
-            kpts3d0=pts0[idx0].cpu().numpy(),
-            kpts3d1=pts1[idx1].cpu().numpy(),
+            kpts3d0=kpts3d0,
+            kpts3d1=kpts3d1,
             kpts2d0=_to_caller_pixels(out0.kpts[0, idx0], view0.scale_xy),
             kpts2d1=_to_caller_pixels(out1.kpts[0, idx1], view1.scale_xy),
-            inliers=est.inliers.cpu().numpy().astype(bool),
+            inliers=inliers,
+            covariance=covariance,
             match_weights=est.weights.double().cpu().numpy(),
             **maps,
         )

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mickey_ros.errors import InputError, MickeyError, describe_error  # noqa: E402
+from mickey_ros.geometry.covariance import nees, nees_summary  # noqa: E402
 from mickey_ros.geometry.metrics import pose_errors, vcre  # noqa: E402
 from mickey_ros.geometry.pose_eval import KEYS as SUMMARY_KEYS, summarize_poses  # noqa: E402
 from mickey_ros.mapfree import aggregate_results, write_submission  # noqa: E402
@@ -74,6 +75,9 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     A pair that raises (unreadable frame, implausible intrinsics, ...) counts as a failure and its reason as an
     entry of ``metrics["skipped"]`` (reason -> count); the run goes on. ``batch`` pairs go through the network at
     a time (:meth:`mickey_ros.pipeline.Relocalizer.estimate_batch`: the same poses as one by one).
+    ``metrics["covariance"]``: the calibration of the poses' covariance over the successful pairs
+    (:func:`mickey_ros.geometry.covariance.nees_summary`: mean NEES, 6 when consistent; fraction inside the 95 %
+    bound; the factor on ``covariance_scale`` that would make the mean 6 or the median right).
 
     Camera 0 is the reference (identity pose), so a pair's ground truth ``T_0to1`` is the query's
     world-to-camera pose; VCRE uses the query's network-input K and image size.
@@ -94,6 +98,8 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     count = len(dataset) if max_pairs is None else min(len(dataset), max_pairs)
     depth_rows: list[tuple[float, float]] = []
     skipped: dict[str, int] = {}
+    nees_values: list[float] = []
+    undetermined = 0
     order = list(range(count) if indices is None else indices)
     if batch < 1:
         raise InputError(f"--batch: expected a positive number of pairs, got {batch}")
@@ -151,6 +157,10 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
             if not res.success or not np.all(np.isfinite(T_gt)):
                 failures += 1
                 continue
+            if res.covariance is None:
+                undetermined += 1
+            else:
+                nees_values.append(nees(res.T_0to1, T_gt, res.covariance))
             trans, rot = pose_errors(res.T_0to1, T_gt)
             rows["trans_err"].append(trans)
             rows["rot_err"].append(rot)
@@ -162,6 +172,8 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     if summary_rows["T_gt"]:
         metrics.update(summarize_poses(summary_rows["T_est"], summary_rows["T_gt"], summary_rows["K"],
                                        summary_rows["size"], summary_rows["confidence"]))
+    metrics["covariance"] = dict(nees_summary(nees_values), covariance_scale=reloc.covariance_scale,
+                                 undetermined=undetermined)
     if depth_rows:
         metrics["depth_ratio_median"] = float(np.median([r for r, _ in depth_rows]))
         metrics["depth_logcorr_median"] = float(np.median([c for _, c in depth_rows]))
@@ -233,7 +245,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                           indices, batch=args.batch)
     write_submission(out / "submission.zip", estimates)
     if args.kind == "mapfree" and args.max_pairs is None and indices is None:  # the benchmark's own scoring of the zip
-        summary = {k: v for k, v in metrics.items() if k in SUMMARY_KEYS or k in ("identity", "skipped")}
+        kept = ("identity", "skipped", "covariance")
+        summary = {k: v for k, v in metrics.items() if k in SUMMARY_KEYS or k in kept}
         metrics = {**evaluate_submission(out / "submission.zip", Path(args.data), args.split), **summary}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

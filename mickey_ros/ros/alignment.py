@@ -6,8 +6,9 @@ Each measurement k pairs a camera of robot A and one of robot B:
 It implies the transform taking map_b coordinates into map_a coordinates (the pose of map_b in map_a, the
 TF ``map_a -> map_b``):  ``T_mapa_mapb = T_mapa_ca @ inv(T_0to1) @ inv(T_mapb_cb)``.
 The fusion gates by confidence, starts from the robust medoid of the candidates and refines with
-iteratively reweighted (Cauchy) means, rejecting gross outliers; the covariance is the inliers' spread over
-their count (x, y, z, rotX, rotY, rotZ; metres, radians).
+iteratively reweighted (Cauchy) means, rejecting gross outliers, information-weighted by the measurements'
+covariances where they all carry one; the covariance is the inliers' spread over their count (x, y, z, rotX,
+rotY, rotZ; metres, radians).
 """
 from __future__ import annotations
 
@@ -65,13 +66,42 @@ def _residuals(Ts: np.ndarray, T: np.ndarray, cfg: AlignmentConfig) -> np.ndarra
     return trans / cfg.translation_scale_m + rot / cfg.rotation_scale_deg  # in units of the scale
 
 
-def fuse(candidates: np.ndarray, confidences: np.ndarray, config: AlignmentConfig | None = None) -> Alignment:
-    """Robustly fuse ``[K, 4, 4]`` candidate ``T_mapa_mapb`` with their ``[K]`` confidences."""
+def candidate_covariance(T_mapa_ca: np.ndarray, T_0to1: np.ndarray, T_mapb_cb: np.ndarray,
+                         covariance: np.ndarray) -> np.ndarray:
+    """``[6, 6]`` covariance of :func:`candidate` from the measurement's (the pose of camera B in camera A, about
+    camera A's axes, as published), to first order, about map_a's axes (the camera poses taken as exact).
+
+    With ``P = inv(T_0to1) = [Q | p]`` perturbed as ``(exp(dphi) Q, p + dp)``: the candidate's rotation moves by
+    ``R_a dphi`` and its translation by ``R_a dp - R_a [Q c_b]_x dphi``, ``c_b`` = map_b's origin in camera B.
+    """
+    T_a, T_b = np.asarray(T_mapa_ca, dtype=np.float64), np.asarray(T_mapb_cb, dtype=np.float64)
+    Q = np.asarray(T_0to1, dtype=np.float64)[:3, :3].T
+    R_a = T_a[:3, :3]
+    c_b = -T_b[:3, :3].T @ T_b[:3, 3]
+    v = Q @ c_b
+    skew = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    J = np.block([[R_a, -R_a @ skew], [np.zeros((3, 3)), R_a]])
+    return J @ np.asarray(covariance, dtype=np.float64) @ J.T
+
+
+def fuse(candidates: np.ndarray, confidences: np.ndarray, config: AlignmentConfig | None = None,
+         covariances: np.ndarray | None = None) -> Alignment:
+    """Robustly fuse ``[K, 4, 4]`` candidate ``T_mapa_mapb`` with their ``[K]`` confidences.
+
+    ``covariances`` (optional ``[K, 6, 6]`` from :func:`candidate_covariance`, NaN where a measurement has none):
+    when every used measurement has one, the means are information-weighted as well: translations by the inverse
+    of their translation block, rotations by the inverse mean variance of their rotation block.
+    """
     cfg = config or AlignmentConfig()
     Ts = np.asarray(candidates, dtype=np.float64).reshape(-1, 4, 4)
     conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
     if len(conf) != len(Ts):
         raise InputError(f"confidences: expected {len(Ts)} values (one per measurement), got {len(conf)}")
+    if covariances is not None:
+        covariances = np.asarray(covariances, dtype=np.float64).reshape(-1, 6, 6)
+        if len(covariances) != len(Ts):
+            raise InputError(f"covariances: expected {len(Ts)} 6x6 matrices (one per measurement), "
+                             f"got {len(covariances)}")
     used = np.isfinite(conf) & (conf >= cfg.min_confidence) & np.all(np.isfinite(Ts.reshape(len(Ts), -1)), axis=1)
     inliers = np.zeros(len(Ts), dtype=bool)
     if used.sum() < cfg.min_inliers:
@@ -79,6 +109,11 @@ def fuse(candidates: np.ndarray, confidences: np.ndarray, config: AlignmentConfi
                          f"need {cfg.min_inliers}", np.eye(4), np.full((6, 6), np.nan), inliers)
     idx = np.flatnonzero(used)
     sel = Ts[idx]
+    info_t, info_r = np.broadcast_to(np.eye(3), (len(idx), 3, 3)), np.ones(len(idx))
+    if covariances is not None and np.all(np.isfinite(covariances[idx])):
+        info_t = np.linalg.inv(covariances[idx, :3, :3])
+        info_r = 3.0 / np.trace(covariances[idx, 3:, 3:], axis1=1, axis2=2)
+        info_t, info_r = info_t / np.mean(np.trace(info_t, axis1=1, axis2=2) / 3.0), info_r / np.mean(info_r)
     # robust start: the candidate closest (in truncated residual) to all others
     cost = [np.minimum(_residuals(sel, T, cfg), cfg.outlier_factor).sum() for T in sel]
     T = sel[int(np.argmin(cost))].copy()
@@ -88,7 +123,9 @@ def fuse(candidates: np.ndarray, confidences: np.ndarray, config: AlignmentConfi
         w[r > cfg.outlier_factor] = 0
         if w.sum() <= 0:
             break
-        T_new = make_T(_project_so3(np.einsum("k,kij->ij", w, sel[:, :3, :3])), (w[:, None] * sel[:, :3, 3]).sum(0) / w.sum())
+        W_t = np.einsum("k,kij->kij", w, info_t)
+        t_new = np.linalg.solve(W_t.sum(0), np.einsum("kij,kj->i", W_t, sel[:, :3, 3]))
+        T_new = make_T(_project_so3(np.einsum("k,kij->ij", w * info_r, sel[:, :3, :3])), t_new)
         converged = np.allclose(T_new, T, atol=1e-12)
         T = T_new
         if converged:
@@ -168,16 +205,21 @@ class AlignmentWindow:
         self.config = config or AlignmentConfig()
         self.candidates: list[np.ndarray] = []
         self.confidences: list[float] = []
+        self.covariances: list[np.ndarray] = []
 
-    def add(self, T_mapa_ca: np.ndarray, T_0to1: np.ndarray, T_mapb_cb: np.ndarray, confidence: float) -> None:
+    def add(self, T_mapa_ca: np.ndarray, T_0to1: np.ndarray, T_mapb_cb: np.ndarray, confidence: float,
+            covariance: np.ndarray | None = None) -> None:
+        """One measurement; ``covariance``: the published ``[6, 6]`` of the relative pose, None = unknown."""
         self.candidates.append(candidate(T_mapa_ca, T_0to1, T_mapb_cb))
         self.confidences.append(float(confidence))
-        del self.candidates[:-self.size], self.confidences[:-self.size]
+        self.covariances.append(np.full((6, 6), np.nan) if covariance is None
+                                else candidate_covariance(T_mapa_ca, T_0to1, T_mapb_cb, covariance))
+        del self.candidates[:-self.size], self.confidences[:-self.size], self.covariances[:-self.size]
 
     def fuse(self) -> Alignment:
         if not self.candidates:
             return Alignment(False, "no measurements yet", np.eye(4), np.full((6, 6), np.nan), np.zeros(0, bool))
-        return fuse(np.stack(self.candidates), np.asarray(self.confidences), self.config)
+        return fuse(np.stack(self.candidates), np.asarray(self.confidences), self.config, np.stack(self.covariances))
 
 
 def other_tf_parent(frames_yaml: str, child: str, own_parent: str) -> str | None:

@@ -169,6 +169,15 @@ def pose_with_covariance(types: MessageTypes, hdr: Any, T_frame_child: np.ndarra
     )
 
 
+def covariance_in_anchor(covariance: np.ndarray | None, T_anchor_0: np.ndarray) -> np.ndarray | None:
+    """A ``[6, 6]`` pose covariance about camera 0's axes, expressed about the anchor frame's axes
+    (``diag(R, R) C diag(R, R)^T``, R = the rotation of ``T_anchor_0``; the anchor pose itself taken as exact)."""
+    if covariance is None:
+        return None
+    B = np.kron(np.eye(2), np.asarray(T_anchor_0, dtype=np.float64)[:3, :3])
+    return B @ np.asarray(covariance, dtype=np.float64) @ B.T
+
+
 def pose_with_covariance_from_relative_pose(types: MessageTypes, hdr: Any, T_0to1: np.ndarray,
                                             covariance: np.ndarray | None = None) -> Any:
     """Pose of camera 1 in camera 0's optical frame (``inv(T_0to1)``), covariance as :func:`pose_with_covariance`."""
@@ -179,12 +188,14 @@ def relative_pose_message(types: MessageTypes, relative_pose_class: Any, hdr: An
                           stamp1_ns: int, res: Any) -> Any:
     """``mickey_ros_msgs/RelativePose`` (rclpy or rosbags class) from a :class:`~mickey_ros.pipeline.RelativePose`.
 
-    ``hdr`` = image-0 stamp and camera-0 optical frame; ``stamp1_ns`` = image-1 stamp. A failed result carries
-    ``STATUS_NO_POSE``, the identity pose with unknown covariance and the reason.
+    ``hdr`` = image-0 stamp and camera-0 optical frame; ``stamp1_ns`` = image-1 stamp. The pose carries the
+    result's covariance (unknown, -1 in element 0, where it has none). A failed result carries ``STATUS_NO_POSE``,
+    the identity pose with unknown covariance and the reason.
     """
     RP = relative_pose_class
     T_0to1 = res.T_0to1 if res.success else np.eye(4)
-    pose = pose_with_covariance_from_relative_pose(types, hdr, T_0to1).pose
+    covariance = getattr(res, "covariance", None) if res.success else None
+    pose = pose_with_covariance_from_relative_pose(types, hdr, T_0to1, covariance).pose
     sec, nanosec = divmod(int(stamp1_ns), 1_000_000_000)
     return RP(header=hdr, child_frame_id=child_frame_id,
               stamp1=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), pose=pose,

@@ -9,9 +9,9 @@ Camera 0 of the relocalize node is robot A's camera, camera 1 is robot B's. Inpu
 
 Each measurement gives one candidate ``T_mapa_mapb = T_mapa_ca @ inv(T_0to1) @ inv(T_mapb_cb)`` with the camera
 poses interpolated at the image stamps; the last ``window`` candidates are fused robustly
-(:func:`mickey_ros.ros.alignment.fuse`). Outputs: ``~/map_alignment`` (``PoseWithCovarianceStamped``, pose of
-``map_b`` in ``map_a``) after every successful fusion, and the TF ``map_a -> map_b`` (static broadcaster, needs
-tf2_ros) only while ``map_b`` has no other parent in the TF tree; otherwise the message is the only output and
+(:func:`mickey_ros.ros.alignment.fuse`), weighted by the measurements' covariances where they all carry one.
+Outputs: ``~/map_alignment`` (``PoseWithCovarianceStamped``, pose of ``map_b`` in ``map_a``) after every
+successful fusion, and the TF ``map_a -> map_b`` (static broadcaster, needs tf2_ros) only while ``map_b`` has no other parent in the TF tree; otherwise the message is the only output and
 one warning says why.
 
 Parameters are checked at start-up and on ``set_parameters`` (:mod:`mickey_ros.ros.node_common`); the frames,
@@ -155,14 +155,16 @@ class MapAlignmentNode(Node):
 
     def _on_relative_pose(self, msg: Any) -> None:
         stamp = _stamp_ns(msg.header.stamp)
-        self._measure(msg.pose.pose, stamp, stamp, confidence=1.0)
+        self._measure(msg.pose.pose, stamp, stamp, confidence=1.0, covariance=_covariance(msg.pose.covariance))
 
     def _on_relative_pose_full(self, msg: Any) -> None:
         if msg.status != msg.STATUS_OK:
             return
-        self._measure(msg.pose.pose, _stamp_ns(msg.header.stamp), _stamp_ns(msg.stamp1), float(msg.confidence))
+        self._measure(msg.pose.pose, _stamp_ns(msg.header.stamp), _stamp_ns(msg.stamp1), float(msg.confidence),
+                      covariance=_covariance(msg.pose.covariance))
 
-    def _measure(self, pose: Any, stamp_a: int, stamp_b: int, confidence: float) -> None:
+    def _measure(self, pose: Any, stamp_a: int, stamp_b: int, confidence: float,
+                 covariance: np.ndarray | None = None) -> None:
         self.stats["measurements"] += 1
         try:
             T_0to1 = invert_T(_pose_to_T(pose))  # the message carries camera B's pose in camera A
@@ -179,7 +181,7 @@ class MapAlignmentNode(Node):
                                 "such measurements are ignored")
                 return
         self.stats["used"] += 1
-        self.window.add(T_mapa_ca, T_0to1, T_mapb_cb, confidence)
+        self.window.add(T_mapa_ca, T_0to1, T_mapb_cb, confidence, covariance)
         result = self.window.fuse()
         if not result.success:
             self.get_logger().debug(f"no alignment yet: {result.reason}")
@@ -213,6 +215,19 @@ class MapAlignmentNode(Node):
             self._warned_kinds.add(kind)
             self._warned.add(text)
             self.get_logger().warning(text)
+
+
+def _covariance(values: Any) -> np.ndarray | None:
+    """A message's row-major 6x6 covariance; None where unknown (-1 in element 0, the ROS convention), not finite or
+    not positive definite (it cannot weight a measurement)."""
+    C = np.asarray(values, dtype=np.float64).reshape(6, 6)
+    if C[0, 0] == -1.0 or not np.all(np.isfinite(C)):
+        return None
+    try:
+        np.linalg.cholesky(0.5 * (C + C.T))
+    except np.linalg.LinAlgError:
+        return None
+    return C
 
 
 def main(args: list[str] | None = None) -> None:

@@ -45,16 +45,19 @@ def pose_messages(types: builders.MessageTypes, frames: OutputFrames, res: Any, 
     - TF per ``tf_naming`` (:meth:`~mickey_ros.ros.builders.TfNaming.transforms`; with ``anchor``: parent the
       anchor frame, ``T_anchor_1 = anchor.T_frame_0 @ inv(T_0to1)``);
     - ``pose``: ``inv(T_0to1)`` in ``frame0`` at ``stamp0``; ``map_pose``: ``T_anchor_1`` in the anchor frame;
+      both with the result's covariance (turned into the anchor frame's axes for ``map_pose``);
     - ``cloud0`` / ``cloud1``: the sampled matches' 3D keypoints, each in its own optical frame, green = inlier;
     - ``full``: the RelativePose message (child ``frame1``, ``stamp1``).
     """
     hdr0 = builders.header(types, frames.stamp0, frames.frame0)
     out = PoseMessages(transforms=tf_naming.transforms(types, hdr0, frames.frame1, res.T_0to1, anchor=anchor),
-                       pose=builders.pose_with_covariance_from_relative_pose(types, hdr0, res.T_0to1))
+                       pose=builders.pose_with_covariance_from_relative_pose(types, hdr0, res.T_0to1,
+                                                                             res.covariance))
     if anchor is not None:
         hdr_map = builders.header(types, frames.stamp0, anchor.frame)
         out.map_pose = builders.pose_with_covariance(types, hdr_map,
-                                                     builders.query_pose_in_anchor(anchor.T_frame_0, res.T_0to1))
+                                                     builders.query_pose_in_anchor(anchor.T_frame_0, res.T_0to1),
+                                                     builders.covariance_in_anchor(res.covariance, anchor.T_frame_0))
     if clouds:
         inliers = np.asarray(res.inliers, dtype=bool)
         colours = (255 * np.stack([~inliers, inliers, np.zeros_like(inliers)], 1)).astype(np.uint8)
