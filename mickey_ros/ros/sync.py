@@ -1,7 +1,11 @@
 """Approximate-time pairing of (image0, info0, image1, info1) without ROS.
 
-Per camera, an image is paired with the CameraInfo of (nearly) the same stamp; across cameras, a frame
-of camera 0 is paired with the camera-1 frame nearest in stamp within ``slop``. When a pair is emitted,
+Per camera, an image is paired with the CameraInfo of (nearly) the same stamp; where that CameraInfo is not
+coming (a late-starting driver, an info stream with stamps of its own), with the latest CameraInfo of that camera
+(cached, CameraInfo rarely changes; counted in ``info_substituted``) once the image has waited one frame: a newer
+image or a newer CameraInfo of its camera has arrived. An image that arrives before any CameraInfo of its camera
+waits (up to ``queue_size``) for the first one. Across cameras, a frame of camera 0 is paired with the camera-1
+frame nearest in stamp within ``slop``. When a pair is emitted,
 everything at or before its stamps is dropped, so pairs come out in time order and queues stay bounded
 (``queue_size`` per stream). Used by the bag tool and, when message_filters is absent, by the node.
 :class:`FrameSynchronizer` does the per-camera half alone (the node's reference mode: one live camera).
@@ -16,6 +20,23 @@ from typing import Any, Iterable, Iterator
 from mickey_ros.errors import InputError
 
 STREAMS = ("image0", "info0", "image1", "info1")
+
+
+def _info_for(stamp: int, image_stamps: deque[tuple[int, Any]], infos: deque[tuple[int, Any]],
+              latest: tuple[int, Any] | None, info_slop_ns: int) -> tuple[Any, bool] | None:
+    """The CameraInfo for an image: ``(info, substituted)``, or None while the image should still wait.
+
+    At its stamp (within ``info_slop_ns``) when there; else the cached ``latest`` one, once the image's own cannot
+    be expected any more (a newer image or a newer CameraInfo of the camera has arrived)."""
+    best = min(infos, key=lambda item: abs(item[0] - stamp), default=None)
+    if best is not None and abs(best[0] - stamp) <= info_slop_ns:
+        return best[1], False
+    if latest is None:
+        return None
+    newest_image = max((item[0] for item in image_stamps), default=stamp)
+    if newest_image > stamp or latest[0] > stamp + info_slop_ns:
+        return latest[1], True
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,7 +70,9 @@ class PairSynchronizer:
         self.info_slop_ns = int(round(info_slop * 1e9))
         self.queue_size = int(queue_size)
         self._queues: dict[str, deque[tuple[int, Any]]] = {s: deque() for s in STREAMS}
+        self._latest_info: dict[str, tuple[int, Any] | None] = {"0": None, "1": None}  # newest CameraInfo per camera
         self.dropped = 0  # messages pushed out of a full queue or made stale by a newer pair
+        self.info_substituted = 0  # frames emitted with the cached CameraInfo instead of one at their stamp
 
     def add(self, stream: str, stamp_ns: int, msg: Any) -> SyncedPair | None:
         """Add one message; returns the newest pair it completes, if any."""
@@ -57,6 +80,10 @@ class PairSynchronizer:
             raise InputError(f"stream: expected one of {', '.join(STREAMS)}, got {stream!r}")
         queue = self._queues[stream]
         queue.append((int(stamp_ns), msg))
+        if stream.startswith("info"):
+            latest = self._latest_info[stream[-1]]
+            if latest is None or int(stamp_ns) >= latest[0]:
+                self._latest_info[stream[-1]] = (int(stamp_ns), msg)
         if len(queue) > self.queue_size:
             queue.popleft()
             self.dropped += 1
@@ -66,14 +93,14 @@ class PairSynchronizer:
         """Messages waiting in ``stream`` (e.g. images that never got their CameraInfo)."""
         return len(self._queues[stream])
 
-    def _frames(self, cam: str) -> list[tuple[int, Any, Any]]:
-        """Images of camera ``cam`` that have a CameraInfo within ``info_slop``: (stamp, image, info)."""
-        infos = self._queues[f"info{cam}"]
+    def _frames(self, cam: str) -> list[tuple[int, Any, Any, bool]]:
+        """Images of camera ``cam`` with their CameraInfo (module docstring): (stamp, image, info, substituted)."""
+        images, infos = self._queues[f"image{cam}"], self._queues[f"info{cam}"]
         frames = []
-        for stamp, image in self._queues[f"image{cam}"]:
-            best = min(infos, key=lambda item: abs(item[0] - stamp), default=None)
-            if best is not None and abs(best[0] - stamp) <= self.info_slop_ns:
-                frames.append((stamp, image, best[1]))
+        for stamp, image in images:
+            found = _info_for(stamp, images, infos, self._latest_info[cam], self.info_slop_ns)
+            if found is not None:
+                frames.append((stamp, image, found[0], found[1]))
         return frames
 
     def _try_pair(self) -> SyncedPair | None:
@@ -89,6 +116,7 @@ class PairSynchronizer:
         if best is None:
             return None
         _, _, f0, f1 = best
+        self.info_substituted += int(f0[3]) + int(f1[3])
         self._drop_until("0", f0[0])
         self._drop_until("1", f1[0])
         return SyncedPair(image0=f0[1], info0=f0[2], image1=f1[1], info1=f1[2], stamp0=f0[0], stamp1=f1[0])
@@ -113,7 +141,8 @@ class SyncedFrame:
 class FrameSynchronizer:
     """Pairs one camera's images with their CameraInfo (reference mode: one live camera).
 
-    An image is emitted with the CameraInfo nearest in stamp within ``info_slop`` as soon as both are there;
+    An image is emitted with the CameraInfo nearest in stamp within ``info_slop`` as soon as both are there (else
+    with the cached latest CameraInfo, see the module docstring);
     everything at or before that stamp is then dropped, so frames come out in time order and each queue holds at
     most ``queue_size`` messages (older ones are dropped and counted in ``dropped``).
 
@@ -132,7 +161,9 @@ class FrameSynchronizer:
         self.info_slop_ns = int(round(info_slop * 1e9))
         self.queue_size = int(queue_size)
         self._queues: dict[str, deque[tuple[int, Any]]] = {s: deque() for s in self.STREAMS}
+        self._latest_info: tuple[int, Any] | None = None
         self.dropped = 0
+        self.info_substituted = 0  # frames emitted with the cached CameraInfo instead of one at their stamp
 
     def add(self, stream: str, stamp_ns: int, msg: Any) -> SyncedFrame | None:
         """Add one message (``stream`` ``image`` or ``info``); returns the frame it completes, if any."""
@@ -140,19 +171,22 @@ class FrameSynchronizer:
             raise InputError(f"stream: expected one of {', '.join(self.STREAMS)}, got {stream!r}")
         queue = self._queues[stream]
         queue.append((int(stamp_ns), msg))
+        if stream == "info" and (self._latest_info is None or int(stamp_ns) >= self._latest_info[0]):
+            self._latest_info = (int(stamp_ns), msg)
         if len(queue) > self.queue_size:
             queue.popleft()
             self.dropped += 1
-        infos = self._queues["info"]
-        for stamp, image in reversed(self._queues["image"]):  # newest image first
-            best = min(infos, key=lambda item: abs(item[0] - stamp), default=None)
-            if best is not None and abs(best[0] - stamp) <= self.info_slop_ns:
+        images, infos = self._queues["image"], self._queues["info"]
+        for stamp, image in reversed(images):  # newest image first
+            found = _info_for(stamp, images, infos, self._latest_info, self.info_slop_ns)
+            if found is not None:
                 for name in self.STREAMS:
                     limit = stamp + (self.info_slop_ns if name == "info" else 0)
                     kept = deque(item for item in self._queues[name] if item[0] > limit)
                     self.dropped += max(len(self._queues[name]) - len(kept) - 1, 0)  # the used message is no drop
                     self._queues[name] = kept
-                return SyncedFrame(image=image, info=best[1], stamp=stamp)
+                self.info_substituted += int(found[1])
+                return SyncedFrame(image=image, info=found[0], stamp=stamp)
         return None
 
     def pending(self, stream: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from mickey_ros.errors import InputError
-from mickey_ros.ros.sync import PairSynchronizer, pair_stream
+from mickey_ros.ros.sync import FrameSynchronizer, PairSynchronizer, pair_stream
 
 MS = 1_000_000
 
@@ -60,12 +60,55 @@ def test_missing_camera_info_never_pairs_and_queues_stay_bounded():
     assert sync.dropped >= 2 * (100 - 5)
 
 
-def test_info_stamp_must_match_the_image():
+def test_info_at_the_stamp_is_preferred_and_waited_for():
+    sync = PairSynchronizer(slop=0.05, info_slop=0.001)
+    sync.add("info0", -30 * MS, "old0")  # cached, but the image's own CameraInfo may still come
+    sync.add("info1", -30 * MS, "old1")
+    sync.add("image0", 0, "a")
+    assert sync.add("image1", 0, "b") is None  # both images are the newest of their camera: wait
+    assert sync.add("info0", 0, "ai") is None
+    pair = sync.add("info1", 0, "bi")
+    assert (pair.info0, pair.info1) == ("ai", "bi") and sync.info_substituted == 0
+
+
+def test_an_image_whose_info_is_not_coming_gets_the_cached_one():
+    """A newer CameraInfo (5 ms later: not this image's) means the image's own is not coming: the cached latest
+    one is used and counted."""
     sync = PairSynchronizer(slop=0.05, info_slop=0.001)
     sync.add("image0", 0, "a")
-    sync.add("info0", 5 * MS, "ai")  # 5 ms off: not this image's CameraInfo
+    sync.add("info0", 5 * MS, "ai")
     sync.add("image1", 0, "b")
-    assert sync.add("info1", 0, "bi") is None
+    pair = sync.add("info1", 0, "bi")
+    assert (pair.image0, pair.info0, pair.info1) == ("a", "ai", "bi") and sync.info_substituted == 1
+
+
+def test_late_starting_camera_info_pairs_as_soon_as_it_arrives():
+    """Images before the first CameraInfo wait for it (the issue-13 late driver), then pair with it: live, the
+    newest waiting pair goes first and the older backlog is dropped (counted), as for any pair."""
+    sync = PairSynchronizer(slop=0.005, info_slop=0.001, queue_size=10)
+    pairs = []
+    for k in range(3):  # camera 0's driver publishes no CameraInfo yet
+        t = 33 * k * MS
+        pairs += [sync.add("image0", t, f"a{k}"), sync.add("image1", t, f"b{k}"), sync.add("info1", t, "bi")]
+    assert all(p is None for p in pairs) and sync.pending("image0") == 3
+    for k in range(3, 8):
+        t = 33 * k * MS
+        pairs += [sync.add("image0", t, f"a{k}"), sync.add("info0", t, "ai"), sync.add("image1", t, f"b{k}"),
+                  sync.add("info1", t, "bi")]
+    got = [p for p in pairs if p is not None]
+    assert [(p.image0, p.image1) for p in got] == [("a2", "b2")] + [(f"a{k}", f"b{k}") for k in range(3, 8)]
+    assert got[0].info0 == "ai" and sync.info_substituted == 1  # a2 took the first (later) CameraInfo
+    assert sync.dropped == 6  # a0, a1, b0, b1 and the two CameraInfo of b0, b1: older than the first pair
+
+
+def test_frame_synchronizer_uses_the_cached_info_for_a_camera_info_of_its_own_rate():
+    """CameraInfo at 1 Hz with stamps of its own (a static publisher): every image still becomes a frame."""
+    sync = FrameSynchronizer(info_slop=0.001, queue_size=5)
+    sync.add("info", 0, "K")
+    frames = [sync.add("image", t * MS, f"im{t}") for t in (100, 133, 166, 200)]
+    # each image is emitted once the next one shows its own CameraInfo is not coming
+    assert [f.image if f else None for f in frames] == [None, "im100", "im133", "im166"]
+    assert sync.info_substituted == 3 and all(f.info == "K" for f in frames if f)
 
 
 def test_bad_arguments():
