@@ -3,6 +3,7 @@
 Subcommands (DESIGN.md §4):
   match IMG0 IMG1 --intrinsics0 FX FY CX CY --intrinsics1 FX FY CX CY [...]  metric relative pose of a pair
   eval-mapfree SUBMISSION.zip --data-root ROOT --split val [--json OUT]      benchmark-exact Map-free metrics
+  eval-pairs PAIRS.txt --image-dir DIR [--json OUT] [--viz-dir DIR] [...]   pose errors on pairs with ground truth
   bag IN OUT --image0 T --info0 T --image1 T --info1 T [...]                 the node's outputs for a recorded bag
   export-onnx OUT.onnx --height H --width W [...]                            the per-image network as ONNX
   make-interfaces DIR                                                        write the mickey_ros_msgs package
@@ -27,6 +28,7 @@ from mickey_ros.errors import ImageError, InputError, MickeyError
 
 EXIT_OK, EXIT_NO_POSE, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 log = logging.getLogger("mickey_ros.cli")
+QUIET_HELP = "only warnings and errors on stderr (no INFO lines)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,18 +43,26 @@ def read_image(path: str | Path, name: str) -> np.ndarray:
     """Read an image file as uint8 ``[H, W, 3]`` RGB.
 
     Raises:
-        ImageError: the file does not exist or cannot be decoded as an image.
+        ImageError: the file does not exist, is a directory, or cannot be decoded as an image (nothing else is
+            written to stderr: OpenCV's and libpng's own messages are kept out).
     """
     import cv2
 
+    from mickey_ros.image_bytes import imdecode_quiet, png_problem
+
     p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"{name}: {p} is a directory, not an image file")
     if not p.is_file():
         raise ImageError(f"{name}: file not found: {p}")
     try:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as err:
         raise ImageError(f"{name}: cannot read {p}: {err.strerror}") from err
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    problem = png_problem(data)
+    if problem:
+        raise ImageError(f"{name}: cannot decode {p} as an image: {problem}")
+    bgr = imdecode_quiet(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageError(f"{name}: cannot decode {p} as an image (expected PNG, JPEG or another format OpenCV reads)")
     return np.ascontiguousarray(bgr[:, :, ::-1])
@@ -161,20 +171,45 @@ def cmd_eval_mapfree(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval_pairs(args: argparse.Namespace) -> int:
+    """Pairs with metric ground truth (SuperGlue's ScanNet list format): per-pair errors and the summary beside
+    the no-motion pose's (:mod:`mickey_ros.eval_pairs`)."""
+    from mickey_ros.eval_pairs import check_images, evaluate_pairs, json_safe, parse_pairs, summary_lines
+
+    pairs = parse_pairs(args.pairs)  # fail fast: every line and every image before the network loads
+    check_images(pairs, args.image_dir)
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise InputError(f"--json: folder {Path(args.json).parent} does not exist")
+    from mickey_ros.pipeline import Relocalizer, resolve_device
+
+    device = resolve_device(args.device)
+    reloc = Relocalizer(_load_network(args), device=device, seed=args.seed, precision=args.precision,
+                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args))
+    result = evaluate_pairs(pairs, args.image_dir, reloc.estimate, viz_dir=args.viz_dir, read=read_image,
+                            progress=not args.quiet and sys.stderr.isatty())
+    print("\n".join(summary_lines(result["summary"])))
+    if args.json:
+        _write_json(args.json, json_safe(result), "--json")
+    return EXIT_OK
+
+
 def cmd_bag(args: argparse.Namespace) -> int:
     from mickey_ros.pipeline import Relocalizer, resolve_device
     from mickey_ros.ros.bag import check_bag, process_bag
 
     topics = {"image0": args.image0, "info0": args.info0, "image1": args.image1, "info1": args.info1}
+    if args.batch < 1:
+        raise InputError(f"--batch: expected a positive number of pairs, got {args.batch}")
     check_bag(args.input, topics, out_path=args.output, overwrite=args.overwrite, slop=args.slop,
               storage=args.storage)  # fail fast: before the network loads, before any output exists
     device = resolve_device(args.device)
     net = _load_network(args)
     reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
                         resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args))
+    log.info("warm-up inference: %.2f s", reloc.warmup())  # so the first pair's latency is like the others'
     summary = process_bag(args.input, args.output, reloc, topics, prefix=args.prefix, slop=args.slop,
                           storage=args.storage, frame0=args.frame0, frame1=args.frame1, progress=not args.quiet,
-                          overwrite=args.overwrite, debug=args.debug)
+                          overwrite=args.overwrite, debug=args.debug, batch=args.batch)
     written = f"wrote {args.output}" if summary.wrote_output else "no output written"
     print(f"mickey-ros bag: {summary.line()}; {written}")
     for line in summary.reason_lines():
@@ -190,38 +225,22 @@ def cmd_bag(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``match`` on the bundled demo pair with the bundled default network, compared with the pair's ground truth
-    and with the "no motion" (identity) pose, the floor an estimate must beat."""
-    from mickey_ros.geometry.pose_eval import pair_errors
+    """The bundled demo pairs (``mickey_ros.demo``) through the bundled default network: per pair and in total
+    (medians), the estimate and its errors beside the ground truth and the "no motion" (identity) pose, the floor
+    an estimate must beat. Exit code 0 when every pair gave a pose, 1 when one did not (its reason is printed)."""
+    from mickey_ros.demo import load_demo_pairs, report, run_demo, viz_paths
+    from mickey_ros.pipeline import Relocalizer, resolve_device
 
-    demo = Path(__file__).resolve().parent / "data" / "demo"
-    values, sizes = {}, {}
-    for line in (demo / "intrinsics.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, *numbers = line.split()
-            values[name], sizes[name] = numbers[:4], (float(numbers[4]), float(numbers[5]))
-    match_args = argparse.Namespace(
-        image0=str(demo / "im0.png"), image1=str(demo / "im1.png"), intrinsics0=values["im0.png"],
-        intrinsics1=values["im1.png"], checkpoint=None, backbone_weights=None, preset=None, resize=None,
-        max_side=None, device=args.device, precision="auto", seed=args.seed, viz=args.viz, json=None)
-    res = _run_match(match_args)
-    gt = np.eye(4)
-    gt[:3] = np.loadtxt(demo / "gt_pose.txt").reshape(3, 4)
-    K1 = _intrinsics(values["im1.png"], "intrinsics1")
-    est = pair_errors(res.T_0to1 if res.success else None, gt, K1, *sizes["im1.png"])
-    floor = pair_errors(np.eye(4), gt, K1, *sizes["im1.png"])
-    print(f"ground truth t (m) = {gt[:3, 3]}   |t| = {np.linalg.norm(gt[:3, 3]):.4f} m")
-    print(f"{'':>11}  {'rotation':>9}  {'centre':>8}  {'direction':>9}  {'|t|/|t_gt|':>10}")
-    for label, e in (("estimate", est), ("no motion", floor)):
-        direction = f"{e['trans_dir_err_deg']:7.1f} deg" if np.isfinite(e["trans_dir_err_deg"]) else f"{'n/a':>11}"
-        print(f"{label:>11}  {e['rot_err_deg']:7.2f} deg  {e['trans_err_m']:6.3f} m  {direction}  "
-              f"{e['scale_ratio']:10.3f}")
+    pairs = load_demo_pairs()
+    pictures = viz_paths(args.viz, len(pairs))  # fail fast: before the network loads
+    device = resolve_device(args.device)
+    net = _load_network(argparse.Namespace(onnx=None, checkpoint=None, backbone_weights=None, preset=None,
+                                           seed=args.seed))
+    reloc = Relocalizer(net, device=device, seed=args.seed, precision="auto", max_side="auto")
+    results, summary = run_demo(pairs, reloc.estimate, read_image, pictures=pictures)
     if args.json:
-        out = _pose_dict(res)
-        finite = lambda e: {k: (float(v) if np.isfinite(v) else None) for k, v in e.items()}  # noqa: E731
-        out.update(T_0to1_gt=gt.tolist(), errors=finite(est), no_motion_errors=finite(floor))
-        _write_json(args.json, out, "--json")
-    return EXIT_OK if res.success else EXIT_NO_POSE
+        _write_json(args.json, report(results, summary, _pose_dict), "--json")
+    return EXIT_OK if summary["num_failures"] == 0 else EXIT_NO_POSE
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -290,6 +309,7 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="solver seed (same seed, same pose)")
     p.add_argument("--viz", metavar="OUT.png", help="write a picture of matches, depth and scores")
     p.add_argument("--json", metavar="OUT.json", help="write R, t, T_0to1 (4x4), confidence, inliers")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -315,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_eval_mapfree)
 
+    ep = sub.add_parser("eval-pairs", help="pose errors on image pairs with metric ground truth (ScanNet list format)")
+    ep.add_argument("pairs", metavar="PAIRS.txt", help="one pair per line: name0 name1 rot0 rot1 K0(9) K1(9) "
+                                                       "T_0to1(16); '#' comments")
+    ep.add_argument("--image-dir", required=True, metavar="DIR", help="folder the image names are relative to")
+    _network_args(ep)  # --resize W H: the size of the upright (EXIF-rotated) images the network sees
+    ep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ep.add_argument("--seed", type=int, default=0, help="solver seed (same seed, same poses)")
+    ep.add_argument("--json", metavar="OUT.json", help="write per-pair errors and the summary")
+    ep.add_argument("--viz-dir", metavar="DIR", help="write one picture per pair into this folder")
+    ep.add_argument("--quiet", action="store_true", help=QUIET_HELP + ", no progress line")
+    ep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    ep.set_defaults(func=cmd_eval_pairs)
+
     b = sub.add_parser("bag", help="run MicKey over a rosbag2 (mcap/sqlite3) and write the outputs to a new bag")
     b.add_argument("input", metavar="IN", help="input rosbag2 folder")
     b.add_argument("output", metavar="OUT", help="output rosbag2 folder (must not exist, see --overwrite)")
@@ -325,17 +358,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     b.add_argument("--seed", type=int, default=0, help="solver seed (same seed, same pose)")
     b.add_argument("--slop", type=float, default=0.05, help="seconds between the two cameras' stamps")
+    b.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="pairs whose images go through the network together (same poses, same output)")
     b.add_argument("--prefix", default="/mickey", help="namespace of the output topics")
     b.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
     b.add_argument("--frame0", help="optical frame id of camera 0 (default: the image header's)")
     b.add_argument("--frame1", help="optical frame id of camera 1")
     b.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and holds only rosbag2 files")
-    b.add_argument("--quiet", action="store_true", help="no progress line")
+    b.add_argument("--quiet", action="store_true", help=QUIET_HELP + ", no progress line")
     b.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     b.set_defaults(func=cmd_bag)
 
-    d = sub.add_parser("demo", help="the bundled demo pair through the bundled default network, vs ground truth")
-    _output_args(d)
+    d = sub.add_parser("demo", help="the bundled demo pairs through the bundled default network, vs ground truth")
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    d.add_argument("--seed", type=int, default=0, help="solver seed (same seed, same pose)")
+    d.add_argument("--viz", metavar="OUT.png", help="write one picture per pair: OUT_pair1.png, OUT_pair2.png, ...")
+    d.add_argument("--json", metavar="OUT.json", help="write per pair the estimate, ground truth and errors, and the "
+                                                      "totals")
+    d.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    d.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     d.set_defaults(func=cmd_demo)
 
     x = sub.add_parser("export-onnx", help="write the per-image network (backbone + heads) as an ONNX file")
@@ -363,8 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     logging.basicConfig(level=logging.INFO, format="mickey-ros: %(levelname)s: %(message)s")
+    root_level = logging.getLogger().level
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "quiet", False):  # only warnings and errors reach stderr
+            logging.getLogger().setLevel(logging.WARNING)
         return int(args.func(args))
     except MickeyError as err:
         if debug:
@@ -379,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"mickey-ros: internal error: {type(err).__name__}: {err} (rerun with --debug)", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        logging.getLogger().setLevel(root_level)  # main() called in-process (tests) leaves logging as it was
 
 
 if __name__ == "__main__":

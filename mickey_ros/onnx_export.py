@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 from torch import nn
 
-from mickey_ros.errors import DependencyError, InputError
+from mickey_ros import deps
+from mickey_ros.errors import InputError
 from mickey_ros.geometry.camera import PATCH_SIZE
 
 if TYPE_CHECKING:
@@ -40,16 +41,13 @@ FORMAT_VERSION = 1
 DEFAULT_OPSET = 17  # LayerNormalization is an ONNX op from 17; supported by onnxruntime and TensorRT >= 8.6
 INPUTS = ("image", "focal")
 OUTPUTS = ("kpts", "depth", "scores", "descriptors")
-INSTALL_HINT = 'pip install -e ".[onnx]"'
+INSTALL_HINT = deps.install_hint("onnx")
 MIN_SIDE = 3 * PATCH_SIZE
 
 
 def require(module: str) -> None:
     """Import ``module`` (onnx, onnxruntime) or raise DependencyError with the install line."""
-    try:
-        __import__(module)
-    except ImportError as err:
-        raise DependencyError(f"{module}: not installed; run {INSTALL_HINT}") from err
+    deps.require(module, "onnx")
 
 
 def check_export_size(height: int, width: int) -> None:

@@ -16,7 +16,7 @@ from mickey_ros.cli import main, read_image
 from mickey_ros.errors import ImageError, IntrinsicsError, MickeyError
 from mickey_ros.geometry.camera import intrinsics_from_values
 
-from conftest import DEMO, REPO
+from conftest import DEMO
 
 INTR = ["250", "250", "147", "112"]
 
@@ -101,25 +101,96 @@ def test_match_without_checkpoint_uses_the_bundled_default(caplog, capsys, tmp_p
         _api_pose(load_default_network(), demo_pair)
 
 
-def test_demo_reports_the_error_beside_the_no_motion_error(capsys, tmp_path):
-    assert main(["demo", "--device", "cpu", "--json", str(tmp_path / "p.json")]) == 0
-    printed = capsys.readouterr().out
-    assert "ground truth t (m)" in printed
-    rows = {line.split()[0] + (" " + line.split()[1] if line.split()[0] == "no" else ""): line
-            for line in printed.splitlines() if line.strip().startswith(("estimate", "no motion"))}
-    assert set(rows) == {"estimate", "no motion"}
+def _demo_blocks(printed: str) -> tuple[list[list[str]], list[str]]:
+    """The demo's stdout split into the per-pair blocks and the totals block."""
+    blocks: list[list[str]] = []
+    for line in printed.splitlines():
+        if line.startswith(("pair ", "all ")):
+            blocks.append([line])
+        elif blocks:
+            blocks[-1].append(line)
+    return blocks[:-1], blocks[-1]
+
+
+def _row(block: list[str], label: str) -> str:
+    """The error row of ``label`` (the one under the ``error`` header)."""
+    header = next(i for i, line in enumerate(block) if line.split()[:2] == ["error", "rotation"])
+    return next(line for line in block[header:] if line.strip().startswith(label))
+
+
+@pytest.mark.slow  # the bundled network on 5 pairs, 5 pictures
+def test_demo_runs_every_pair_beside_ground_truth_and_no_motion(capsys, tmp_path, demo_pair):
+    from mickey_ros.demo import load_demo_pairs
+    from mickey_ros.model.default import load_default_network
+
+    out_json, out_png = tmp_path / "p.json", tmp_path / "demo.png"
+    assert main(["demo", "--device", "cpu", "--json", str(out_json), "--viz", str(out_png)]) == 0
+    blocks, totals = _demo_blocks(capsys.readouterr().out)
+    pairs = load_demo_pairs()
+    assert len(pairs) == len(blocks) == 5
+    data = json.loads(out_json.read_text())
+    assert [p["pair"] for p in data["pairs"]] == [1, 2, 3, 4, 5]
+    for k, (pair, block, entry) in enumerate(zip(pairs, blocks, data["pairs"])):
+        assert block[0].startswith(f"pair {k + 1}/5: {pair.spec.name0} -> {pair.spec.name1}  ({pair.description})")
+        gt = np.asarray(entry["T_0to1_gt"])
+        np.testing.assert_allclose(gt, pair.spec.T_0to1)
+        assert entry["success"] is True and (entry["name0"], entry["name1"]) == (pair.spec.name0, pair.spec.name1)
+        floor = entry["no_motion_errors"]  # identity: rotation = the ground-truth angle, centre error = |t_gt|
+        angle = np.degrees(np.arccos((np.trace(gt[:3, :3]) - 1) / 2))
+        assert floor["rot_err_deg"] == pytest.approx(angle, abs=1e-4) and floor["scale_ratio"] == 0.0
+        assert floor["trans_err_m"] == pytest.approx(np.linalg.norm(gt[:3, 3]), rel=1e-6)
+        assert floor["trans_dir_err_deg"] is None  # undefined for t = 0
+        est, T = entry["errors"], np.asarray(entry["T_0to1"])
+        assert est["scale_ratio"] == pytest.approx(np.linalg.norm(T[:3, 3]) / np.linalg.norm(gt[:3, 3]), rel=1e-6)
+        assert f"{floor['rot_err_deg']:.2f} deg" in _row(block, "no motion")
+        assert f"{est['rot_err_deg']:.2f} deg" in _row(block, "estimate")
+        assert f"{est['trans_err_m']:.3f} m" in _row(block, "estimate")
+        assert f"{est['scale_ratio']:.3f}" in _row(block, "estimate") and "n/a" in _row(block, "no motion")
+        assert any(line.strip().startswith("ground truth") and f"|t| {np.linalg.norm(gt[:3, 3]):.3f} m" in line
+                   for line in block)
+        picture = cv2.imread(entry["viz"])
+        assert entry["viz"] == str(tmp_path / f"demo_pair{k + 1}.png") and picture.shape[1] > 2 * 294
+    # pair 1 is the match the API gives on the original demo pair, with the same network and seed
+    assert data["pairs"][0]["T_0to1"] == _api_pose(load_default_network(), demo_pair)["T_0to1"]
+    # totals: medians over the pairs (no failures here), printed as such
+    summary = data["summary"]
+    assert summary["num_pairs"] == 5 and summary["num_failures"] == 0
+    for key, err in (("median_rot_err_deg", "rot_err_deg"), ("median_trans_err_m", "trans_err_m")):
+        assert summary[key] == pytest.approx(np.median([p["errors"][err] for p in data["pairs"]]))
+        assert summary["identity"][key] == pytest.approx(np.median([p["no_motion_errors"][err] for p in data["pairs"]]))
+    assert totals[0].startswith("all 5 pairs: medians (5 of 5 with a pose")
+    assert f"{summary['median_rot_err_deg']:.2f} deg" in _row(totals, "estimate")
+    assert f"{summary['identity']['median_trans_err_m']:.3f} m" in _row(totals, "no motion")
+    assert not (tmp_path / "demo.png").exists()
+
+
+def test_demo_exits_1_when_a_pair_has_no_pose(monkeypatch, capsys, tmp_path):
+    from mickey_ros.pipeline import RelativePose, Relocalizer
+
+    calls = []
+
+    def no_pose(self, image0, K0, image1, K1):
+        calls.append(image1.shape)
+        return RelativePose(success=False, reason="too few matches: 3 candidates", T_0to1=np.eye(4))
+
+    monkeypatch.setattr(Relocalizer, "estimate", no_pose)
+    assert main(["demo", "--device", "cpu", "--json", str(tmp_path / "p.json")]) == 1
+    blocks, totals = _demo_blocks(capsys.readouterr().out)
+    assert len(calls) == 5 and all("estimate     no pose: too few matches: 3 candidates" in "\n".join(b)
+                                   for b in blocks)
+    assert "inf" in _row(blocks[0], "estimate") and totals[0].startswith("all 5 pairs: medians (0 of 5 with a pose")
     data = json.loads((tmp_path / "p.json").read_text())
-    gt = np.asarray(data["T_0to1_gt"])
-    demo = REPO / "mickey_ros" / "data" / "demo"
-    assert np.allclose(gt[:3], np.loadtxt(demo / "gt_pose.txt").reshape(3, 4))
-    floor = data["no_motion_errors"]  # identity: rotation = the ground-truth angle, centre error = |t_gt|
-    angle = np.degrees(np.arccos((np.trace(gt[:3, :3]) - 1) / 2))
-    assert floor["rot_err_deg"] == pytest.approx(angle, abs=1e-4) and floor["scale_ratio"] == 0.0
-    assert floor["trans_err_m"] == pytest.approx(np.linalg.norm(gt[:3, 3]), rel=1e-6)
-    assert floor["trans_dir_err_deg"] is None  # undefined for t = 0
-    est, T = data["errors"], np.asarray(data["T_0to1"])
-    assert est["scale_ratio"] == pytest.approx(np.linalg.norm(T[:3, 3]) / np.linalg.norm(gt[:3, 3]), rel=1e-6)
-    assert f"{floor['rot_err_deg']:7.2f} deg" in rows["no motion"] and f"{est['rot_err_deg']:7.2f} deg" in rows["estimate"]
+    assert data["summary"]["num_failures"] == 5 and data["pairs"][2]["errors"]["rot_err_deg"] is None
+
+
+def test_demo_bad_viz_path_fails_before_the_network(monkeypatch, capsys, tmp_path):
+    import mickey_ros.cli as cli
+
+    monkeypatch.setattr(cli, "_load_network", lambda args: pytest.fail("the network was loaded"))
+    assert main(["demo", "--device", "cpu", "--viz", str(tmp_path / "demo.txt")]) == 2
+    assert "--viz: expected a file name ending in .png" in _error_line(capsys)
+    assert main(["demo", "--device", "cpu", "--viz", str(tmp_path / "nope" / "demo.png")]) == 2
+    assert _error_line(capsys).endswith(f"--viz: folder {tmp_path / 'nope'} does not exist")
 
 
 def test_missing_default_weights_is_one_line(monkeypatch, tmp_path, capsys):

@@ -115,3 +115,6 @@ def test_undetermined_and_bad_input():
     empty = nees_summary([float("inf"), float("nan")])
     assert empty["nees_pairs"] == 0 and np.isnan(empty["nees_mean"])
     assert nees_summary([CHI2_95_6DOF, 100.0])["nees_within_95"] == 0.5
+    values = list(np.linspace(1.0, 100.0, 101))
+    s95 = nees_summary(values)["scale_for_95"]
+    assert np.mean(np.asarray(values) / s95 <= CHI2_95_6DOF) == pytest.approx(0.95, abs=0.01)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mickey_ros.geometry.metrics import vcre
-from mickey_ros.geometry.pose_eval import KEYS, direction_error_deg, flatten, pair_errors, summarize_poses
+from mickey_ros.geometry.pose_eval import (KEYS, angular_pose_error_deg, direction_error_deg, flatten, pair_errors,
+                                           pose_auc, summarize_poses)
 from mickey_ros.geometry.se3 import make_T
 
 K = np.array([[500.0, 0.0, 270.0], [0.0, 500.0, 360.0], [0.0, 0.0, 1.0]])
@@ -109,3 +110,41 @@ def test_bad_input_and_flatten():
     with pytest.raises(Exception, match="T_gt: expected a 4x4 transform"):
         pair_errors(None, np.eye(3), K, *SIZE)
     assert flatten({"a": 1.0, "identity": {"b": 2.0}}) == {"a": 1.0, "identity/b": 2.0}
+
+
+def test_pose_auc_by_hand():
+    # errors [1, 3, 8, inf] (one failure): recall curve (0,0) (1,.25) (3,.5) (8,.75), flat to the threshold
+    assert pose_auc([8.0, math.inf, 1.0, 3.0], (5.0, 10.0, 20.0)) == pytest.approx(
+        [(1 * 0.125 + 2 * 0.375 + 2 * 0.5) / 5,  # 0.375
+         (1 * 0.125 + 2 * 0.375 + 5 * 0.625 + 2 * 0.75) / 10,  # 0.55
+         (1 * 0.125 + 2 * 0.375 + 5 * 0.625 + 12 * 0.75) / 20], abs=1e-12)  # 0.65
+    assert pose_auc([0.0, 0.0]) == [1.0, 1.0, 1.0]
+    assert pose_auc([math.nan, 5.0], (5.0,)) == [0.0]  # NaN = failure; an error at the threshold is not below it
+    assert pose_auc([2.0], (4.0,)) == [pytest.approx((2 * 0.5 + 2 * 1.0) / 4)]  # ramp to (2, 1), flat to 4
+    with pytest.raises(Exception, match="expected at least one error"):
+        pose_auc([])
+    with pytest.raises(Exception, match="expected positive thresholds, got 0"):
+        pose_auc([1.0], (0,))
+
+
+def test_angular_pose_error_is_the_max_and_undefined_direction_fails():
+    out = angular_pose_error_deg([3.0, 0.5, math.inf, 1.0], [1.0, 7.0, 2.0, math.nan])
+    assert out.tolist() == [3.0, 7.0, math.inf, math.inf]
+
+
+def test_summary_aucs_by_hand():
+    names = ["half_scale", "rot3", "failure", "perpendicular"]
+    out = summarize_poses([EST[n] for n in names], [GT] * 4, [K] * 4, [SIZE] * 4, [10.0, 5.0, 99.0, 1.0])
+    # max(rot, direction): half_scale 0, rot3 3 (t exact), perpendicular 90, failure inf -> sorted [0, 3, 90, inf]
+    assert out["auc_pose_5deg"] == pytest.approx((3 * 0.375 + 2 * 0.5) / 5, abs=1e-12)  # 0.425
+    assert out["auc_pose_10deg"] == pytest.approx((3 * 0.375 + 7 * 0.5) / 10, abs=1e-12)
+    assert out["auc_pose_20deg"] == pytest.approx((3 * 0.375 + 17 * 0.5) / 20, abs=1e-12)
+    vc = {n: vcre(EST[n], GT, K, *SIZE) for n in ("half_scale", "rot3", "perpendicular")}
+    assert vc["half_scale"] < 90 and vc["rot3"] < 90 < vc["perpendicular"]  # 65, 8 and 222 px
+    # by confidence: half_scale (yes), rot3 (yes), perpendicular (no); recall steps of 1/4 (failure included)
+    assert out["auc_vcre_10pct_diag"] == pytest.approx(0.25 * 1 + 0.25 * 1 + 0.25 * (2 / 3), abs=1e-9)
+    ident = out["identity"]  # no direction: every angular error is infinite; VCRE 198 px > 90 px
+    assert ident["auc_pose_5deg"] == ident["auc_pose_20deg"] == 0.0 and ident["auc_vcre_10pct_diag"] == 0.0
+    small = make_T(_rot("x", 2.0), [0.1, 0.05, 0.0])
+    ident = summarize_poses([None], [small], [K], [SIZE])["identity"]
+    assert ident["prec_vcre_10pct_diag"] == 1.0 and ident["auc_vcre_10pct_diag"] == 1.0  # equal confidences

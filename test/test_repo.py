@@ -51,15 +51,55 @@ def test_package_xml_and_license():
     assert root.get("format") == "3"
     assert root.findtext("name") == "mickey_ros"
     assert root.findtext("license") == "Apache-2.0"
-    deps = {e.text for e in root.findall("exec_depend")}
-    for dep in ("rclpy", "sensor_msgs", "geometry_msgs", "std_msgs", "tf2_ros", "message_filters", "cv_bridge",
-                "sensor_msgs_py", "diagnostic_msgs", "python3-numpy", "python3-opencv"):
-        assert dep in deps
     assert root.find("export/build_type").text == "ament_python"
     assert "Apache License" in (REPO / "LICENSE").read_text()
     assert (REPO / "resource" / "mickey_ros").exists()
     cfg = (REPO / "setup.cfg").read_text()
     assert "script_dir=$base/lib/mickey_ros" in cfg and "install_scripts=$base/lib/mickey_ros" in cfg
+
+
+# Imports that are not ROS packages: Python libraries with a rosdep key, pip-only ones (setup.py), and the interface
+# package `mickey-ros make-interfaces` writes (optional: the code runs without it). Every other third-party import of
+# the shipped code (mickey_ros/, launch/) is a ROS 2 package, imported under its package name.
+ROSDEP_KEY = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml"}
+PIP_ONLY = {"torch", "rosbags", "onnx", "onnxruntime"}
+OPTIONAL_GENERATED = {"mickey_ros_msgs"}
+
+
+def _shipped_imports() -> set[str]:
+    """Top-level names of every absolute import in mickey_ros/ and launch/, nested and guarded ones included, plus
+    importlib.import_module("pkg...") calls and the message packages builders.MessageTypes.from_rclpy imports."""
+    import ast
+
+    from mickey_ros.ros.builders import TYPE_NAMES
+
+    names = {name.split("/")[0] for name in TYPE_NAMES}
+    for path in [*(REPO / "mickey_ros").rglob("*.py"), *(REPO / "launch").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" and node.args
+                  and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                names.add(node.args[0].value.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"mickey_ros"}
+
+
+def test_package_xml_declares_exactly_the_ros_packages_the_code_imports():
+    root = ET.parse(REPO / "package.xml").getroot()
+    declared = {e.text.strip() for e in root.findall("exec_depend")}
+    imported = _shipped_imports()
+    ros_imported = imported - ROSDEP_KEY.keys() - PIP_ONLY - OPTIONAL_GENERATED
+    ros_declared = {d for d in declared if not d.startswith("python3-")}
+    unused, missing = sorted(ros_declared - ros_imported), sorted(ros_imported - ros_declared)
+    assert not unused, f"package.xml declares ROS packages no code imports: {unused}"
+    assert not missing, f"the code imports ROS packages package.xml does not declare: {missing}"
+    keys = {ROSDEP_KEY[m] for m in imported & ROSDEP_KEY.keys()}
+    assert {d for d in declared if d.startswith("python3-")} == keys
+    assert {"rclpy", "sensor_msgs", "geometry_msgs", "tf2_ros", "launch_ros"} <= ros_declared  # the scan found them
+    assert {"cv_bridge", "sensor_msgs_py", "message_filters"}.isdisjoint(declared)  # never imported (issue 11)
+    assert [e.text for e in root.findall("test_depend")] == ["python3-pytest"]
 
 
 def test_ros_wheels_are_installed_in_ci():

@@ -14,6 +14,7 @@ from mickey_ros.geometry.camera import (
     rescale_intrinsics,
 )
 from mickey_ros.geometry.se3 import (
+    angle_axis_deg,
     invert_T,
     make_T,
     matrix_to_quat_wxyz,
@@ -103,3 +104,19 @@ def test_backproject_projects_back(dtype):
     proj = X[0] @ K[0].T
     torch.testing.assert_close(proj[:, :2] / proj[:, 2:], kpts[0])
     torch.testing.assert_close(X[0, :, 2], depth[0])
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 1e-4, 10.0, 90.0, 179.0, 180.0])
+def test_angle_axis_round_trips_through_the_rotation(angle_deg):
+    import cv2
+
+    axis = np.array([1.0, -2.0, 0.5]) / np.linalg.norm([1.0, -2.0, 0.5])
+    R, _ = cv2.Rodrigues(axis * np.deg2rad(angle_deg))
+    angle, got = angle_axis_deg(R)
+    assert angle == pytest.approx(angle_deg, abs=1e-6)
+    if angle_deg == 0.0:
+        np.testing.assert_array_equal(got, [0.0, 0.0, 1.0])
+    elif angle_deg == 180.0:
+        np.testing.assert_allclose(np.abs(got @ axis), 1.0, atol=1e-9)  # +-axis: the same rotation
+    else:
+        np.testing.assert_allclose(got, axis, atol=1e-6)

@@ -1,11 +1,15 @@
 """Write seeded synthetic scenes as rosbag2 (mcap) recordings: two visits per scene, with depth and TF.
 
     python training/make_synthetic.py OUT [--scenes N] [--frames F] [--width W] [--height H] [--seed S]
-                                          [--depth/--no-depth] [--overwrite]
+                                          [--depth/--no-depth] [--two-camera] [--overwrite]
 
 Layout: ``OUT/scene_000/{rec0,rec1}/`` (bag folders) and ``OUT/scene_000/scene.json`` (seed, K, size,
-ground-truth ``T_map_camera`` per image); see :mod:`training.data.synthetic`. Exit codes: 0 done,
-2 bad arguments (one line on stderr; ``--debug`` adds the traceback).
+ground-truth ``T_map_camera`` per image); see :mod:`training.data.synthetic`. ``--two-camera`` writes a
+two-camera rig per bag instead (``/cam0/image_raw``, ``/cam0/camera_info``, ``/cam1/image_raw``,
+``/cam1/camera_info``, same stamps, both extrinsics on ``/tf_static``; the rig's ``T_0to1`` in scene.json),
+ready for ``mickey-ros bag OUT/scene_000/rec0 RESULT --image0 /cam0/image_raw --info0 /cam0/camera_info
+--image1 /cam1/image_raw --info1 /cam1/camera_info``. Exit codes: 0 done, 2 bad arguments (one line on
+stderr; ``--debug`` adds the traceback).
 """
 from __future__ import annotations
 
@@ -40,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, default=224, help="image height in pixels (default 224)")
     parser.add_argument("--seed", type=int, default=0, help="scene i uses numpy default_rng((seed, i)) (default 0)")
     parser.add_argument("--depth", action=argparse.BooleanOptionalAction, default=True,
-                        help="write /camera/depth/image_raw (32FC1 metres, for evaluation; default on)")
+                        help="write /camera/depth/image_raw (/camN/... with --two-camera; 32FC1 metres, for "
+                             "evaluation; default on)")
+    parser.add_argument("--two-camera", action="store_true",
+                        help="a two-camera rig per bag (/cam0/..., /cam1/..., 0.1-0.5 m baseline) for `mickey-ros bag`")
     parser.add_argument("--overwrite", action="store_true", help="replace the scene folders of a non-empty OUT")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
@@ -55,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\r{PROG}: scene {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
         summary = generate(args.out, scenes=args.scenes, frames=args.frames, width=args.width, height=args.height,
-                           seed=args.seed, depth=args.depth, overwrite=args.overwrite, progress=progress)
+                           seed=args.seed, depth=args.depth, overwrite=args.overwrite,
+                           two_camera=args.two_camera, progress=progress)
     except MickeyError as err:
         if "--debug" in argv:
             traceback.print_exc()

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from mickey_ros import deps
 from mickey_ros.errors import CheckpointError, DatasetError, InputError
 from mickey_ros.geometry.pose_eval import flatten as flatten_metrics
 from mickey_ros.model import build_model, load_checkpoint
@@ -509,8 +510,8 @@ def _tensorboard(run_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        log.warning("tensorboard is not installed (pip install tensorboard): TensorBoard logging off; "
-                    "metrics still go to %s", run_dir / "metrics.jsonl")
+        log.warning("%s; TensorBoard logging off, metrics still go to %s",
+                    deps.missing_message("tensorboard", "train", "TensorBoard logging"), run_dir / "metrics.jsonl")
         return None
     return SummaryWriter(str(run_dir / "tb"))
 
@@ -521,6 +522,7 @@ def _progress(enabled: bool, total: int, initial: int) -> Any:
     try:
         from tqdm import tqdm
     except ImportError:
+        log.warning("%s; no progress bar", deps.missing_message("tqdm", "train", "a progress bar"))
         return None
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 

@@ -119,3 +119,44 @@ def demo_cameras() -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     T1[:3, :3] = R1
     T1[:3, 3] = [0.45, -0.05, 0.3]
     return K, np.eye(4), T1, width, height
+
+
+def camera_pose(position: tuple[float, float, float], yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> np.ndarray:
+    """``[4, 4]`` ``T_cam_to_world`` of a camera at ``position`` (m), turned by ``yaw_deg`` about the world y axis
+    (positive = turn right) after ``pitch_deg`` about its own x axis (positive = look up)."""
+    y, p = np.deg2rad(yaw_deg), np.deg2rad(pitch_deg)
+    R_yaw = np.array([[np.cos(y), 0.0, np.sin(y)], [0.0, 1.0, 0.0], [-np.sin(y), 0.0, np.cos(y)]])
+    R_pitch = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(p), -np.sin(p)], [0.0, np.sin(p), np.cos(p)]])
+    T = np.eye(4)
+    T[:3, :3] = R_yaw @ R_pitch
+    T[:3, 3] = position
+    return T
+
+
+@dataclass(frozen=True)
+class DemoPair:
+    """One shipped demo pair: image files, a one-line description and both cameras in the world frame."""
+
+    name0: str
+    name1: str
+    description: str
+    T_cam0_to_world: np.ndarray  # [4, 4]
+    T_cam1_to_world: np.ndarray  # [4, 4]
+
+
+DEMO_QUERIES = (  # (file, description, position m, yaw deg, pitch deg) of the query cameras after pair 1
+    ("im2.png", "small baseline: a short sideways step", (0.12, 0.0, 0.05), -1.5, 0.0),
+    ("im3.png", "large baseline: far to the right and forward, turning left", (1.1, -0.1, 0.6), -22.0, 0.0),
+    ("im4.png", "rotation: turning right and looking up, almost in place", (0.03, 0.0, 0.02), 18.0, 6.0),
+    ("im5.png", "forward motion: one metre into the room", (0.05, 0.0, 1.0), 4.0, 0.0),
+)
+
+
+def demo_pairs() -> tuple[np.ndarray, int, int, list[DemoPair]]:
+    """``(K, W, H, pairs)`` of the shipped demo pairs (294 x 224 px, one K): all share the reference ``im0.png``
+    (camera at the world origin); pair 1 is :func:`demo_cameras` (``im1.png``)."""
+    K, T0, T1, width, height = demo_cameras()
+    pairs = [DemoPair("im0.png", "im1.png", "turn and move: right and forward, turning left", T0, T1)]
+    for name, description, position, yaw, pitch in DEMO_QUERIES:
+        pairs.append(DemoPair("im0.png", name, description, T0, camera_pose(position, yaw, pitch)))
+    return K, width, height, pairs

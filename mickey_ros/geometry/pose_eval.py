@@ -14,7 +14,11 @@ world-to-camera pose):
 Summary: medians of the errors; scale ratio median, 10th and 90th percentile (numpy's linear interpolation);
 pose precision and AUC at (25 cm, 5 deg) exactly as Map-free (:func:`mickey_ros.mapfree.aggregate_results`:
 strict thresholds, failures in the denominator, confidence-ranked AUC); VCRE precision below 5 % and 10 % of the
-image diagonal (10 % of 540 x 720 = Map-free's 90 px).
+image diagonal (10 % of 540 x 720 = Map-free's 90 px) and the confidence-ranked AUC at 10 % (Map-free's
+``AUC @ VCRE < 90px``; MicKey's Table 2 protocol on ScanNet); the pose AUC at 5, 10 and 20 deg of SuperGlue /
+LoFTR (:func:`pose_auc`) on the per-pair angular error ``max(rotation error, translation-direction error)``.
+That angular error does not fold the direction error into [0, 90] deg as the essential-matrix papers do (a metric
+pose has a sign), and an undefined direction (``t_est = 0`` or ``t_gt = 0``) counts as an infinite error.
 
 Failures (no estimate, or a non-finite one) count as failures: infinite translation, rotation, direction and
 VCRE errors, never accepted, so they raise the medians instead of being left out. (Map-free's own medians,
@@ -36,10 +40,13 @@ from mickey_ros.errors import InputError
 from mickey_ros.geometry.metrics import R_THRESHOLD_DEG, T_THRESHOLD_M, confidence_auc, pose_errors, vcre
 
 VCRE_DIAGONAL_FRACTIONS = (0.05, 0.10)  # VCRE precision thresholds, fractions of the image diagonal
+VCRE_AUC_DIAGONAL_FRACTION = 0.10  # the confidence-ranked VCRE AUC's threshold (Map-free: 90 px of 540 x 720)
+POSE_AUC_THRESHOLDS_DEG = (5.0, 10.0, 20.0)  # SuperGlue / LoFTR pose AUC thresholds on max(rot, direction) error
 
 KEYS = ("num_pairs", "num_failures", "median_trans_err_m", "median_rot_err_deg", "median_trans_dir_err_deg",
         "scale_ratio_median", "scale_ratio_p10", "scale_ratio_p90", "median_vcre_px", "prec_pose_25cm_5deg",
-        "auc_pose_25cm_5deg", "prec_vcre_5pct_diag", "prec_vcre_10pct_diag")
+        "auc_pose_25cm_5deg", "prec_vcre_5pct_diag", "prec_vcre_10pct_diag", "auc_vcre_10pct_diag",
+        "auc_pose_5deg", "auc_pose_10deg", "auc_pose_20deg")
 """Keys of a summary (and of its ``identity`` entry)."""
 
 
@@ -78,6 +85,55 @@ def pair_errors(T_est: np.ndarray | None, T_gt: np.ndarray, K: np.ndarray, width
             "vcre_px": vcre(T_est, T_gt, K, width, height)}
 
 
+def angular_pose_error_deg(rot_err_deg: np.ndarray, dir_err_deg: np.ndarray) -> np.ndarray:
+    """Per-pair angular pose error ``max(rotation error, translation-direction error)``, degrees.
+
+    Args:
+        rot_err_deg: ``[N]`` rotation errors (inf for a failure).
+        dir_err_deg: ``[N]`` translation-direction errors; NaN (undefined direction) counts as inf.
+
+    Returns:
+        ``[N]`` float64 degrees, inf where either error is infinite or the direction undefined.
+    """
+    rot = np.asarray(rot_err_deg, dtype=np.float64).reshape(-1)
+    direction = np.asarray(dir_err_deg, dtype=np.float64).reshape(-1)
+    return np.maximum(np.where(np.isnan(rot), np.inf, rot), np.where(np.isnan(direction), np.inf, direction))
+
+
+def pose_auc(errors: Sequence[float] | np.ndarray, thresholds: Sequence[float] = POSE_AUC_THRESHOLDS_DEG
+             ) -> list[float]:
+    """SuperGlue / LoFTR pose AUC: the area under the recall curve up to each threshold, divided by it.
+
+    With the N errors sorted, the recall curve runs through ``(0, 0)`` and ``(e_i, i / N)`` (linear in between)
+    and stays at the last recall below the threshold up to the threshold. Failures (inf, or NaN) count in N and
+    never reach the curve, so the AUC lies in [0, 1] and is 1 only if every error is 0.
+
+    Args:
+        errors: ``[N]`` per-pair errors (degrees for the pose AUC), N >= 1.
+        thresholds: positive upper limits of the integral (same unit).
+
+    Returns:
+        One AUC per threshold.
+
+    Raises:
+        InputError: no error, or a threshold that is not positive.
+    """
+    err = np.asarray(errors, dtype=np.float64).reshape(-1)
+    if err.size == 0:
+        raise InputError("pose_auc: expected at least one error")
+    err = np.sort(np.where(np.isnan(err), np.inf, err))
+    recall = np.arange(1, err.size + 1, dtype=np.float64) / err.size
+    out = []
+    for threshold in thresholds:
+        if not threshold > 0:
+            raise InputError(f"pose_auc: expected positive thresholds, got {threshold}")
+        below = int(np.searchsorted(err, threshold, side="left"))  # errors strictly below the threshold
+        x = np.concatenate([[0.0], err[:below], [threshold]])
+        y = np.concatenate([[0.0], recall[:below], [recall[below - 1] if below else 0.0]])
+        out.append(float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0) / threshold))  # trapezoids
+    return out
+
+
 def _median(values: np.ndarray) -> float:
     values = values[~np.isnan(values)]
     return float(np.median(values)) if values.size else float("nan")
@@ -104,6 +160,12 @@ def _summary(rows: list[dict[str, float]], ok: np.ndarray, confidence: np.ndarra
            "prec_pose_25cm_5deg": int(accepted.sum()) / n, "auc_pose_25cm_5deg": auc}
     for frac in VCRE_DIAGONAL_FRACTIONS:
         out[f"prec_vcre_{round(frac * 100)}pct_diag"] = int((col["vcre_px"] < frac * diagonals).sum()) / n
+    vcre_ok = col["vcre_px"] < VCRE_AUC_DIAGONAL_FRACTION * diagonals
+    out[f"auc_vcre_{round(VCRE_AUC_DIAGONAL_FRACTION * 100)}pct_diag"] = (
+        confidence_auc(confidence[ok], vcre_ok[ok], failures) if ok.any() else 0.0)
+    angular = angular_pose_error_deg(col["rot_err_deg"], col["trans_dir_err_deg"])
+    for threshold, value in zip(POSE_AUC_THRESHOLDS_DEG, pose_auc(angular, POSE_AUC_THRESHOLDS_DEG)):
+        out[f"auc_pose_{threshold:g}deg"] = value
     return out
 
 

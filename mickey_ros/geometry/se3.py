@@ -40,6 +40,22 @@ def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(cos)))
 
 
+def angle_axis_deg(R: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(angle in degrees [0, 180], unit axis [3])`` of a ``[3, 3]`` rotation; axis ``[0, 0, 1]`` at angle 0.
+
+    Near 180 deg the axis comes from the largest column of ``R + I`` (the skew part vanishes there).
+    """
+    R = np.asarray(R, dtype=np.float64)
+    angle = rotation_angle_deg(np.eye(3), R)
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    if np.linalg.norm(axis) < 1e-9:
+        if angle < 90.0:
+            return angle, np.array([0.0, 0.0, 1.0])
+        sym = R + np.eye(3)
+        axis = sym[:, int(np.argmax(np.linalg.norm(sym, axis=0)))]
+    return angle, axis / np.linalg.norm(axis)
+
+
 def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
     """Rotation matrix of a (not necessarily unit) quaternion ``[w, x, y, z]``.
 

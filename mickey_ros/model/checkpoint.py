@@ -24,12 +24,13 @@ import logging
 import pickle
 import re
 import types
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from mickey_ros.errors import CheckpointError, InputError, MissingWeightsError
+from mickey_ros.errors import CheckpointError, InputError, MissingWeightsError, first_line
 from mickey_ros.model.mickey import PRESETS, MicKey, ModelConfig, build_model, config_from_dict
 from mickey_ros.model.vit import VIT_ARCHS
 
@@ -117,9 +118,26 @@ _RESTRICTED_PICKLE.load = _restricted_load  # type: ignore[attr-defined]
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    line = text[0] if text else type(err).__name__
-    return line if len(line) <= 160 else line[:157] + "..."
+    """The error's first line, shortened at a word boundary to at most 160 characters."""
+    line = first_line(err)
+    return line if len(line) <= 160 else line[:157].rsplit(" ", 1)[0] + " ..."
+
+
+def _unreadable(path: Path, what: str) -> str:
+    """``<what> <path>: not a readable PyTorch checkpoint (<why, from the file's first bytes>)``."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        return f"{what} {path}: cannot read: {err.strerror}"
+    if not head:
+        why = "the file is empty"
+    elif head == b"PK\x03\x04":
+        why = ("a zip archive without torch.save contents" if zipfile.is_zipfile(path)
+               else "a truncated or damaged zip archive")
+    else:
+        why = "not written by torch.save, or damaged"
+    return f"{what} {path}: not a readable PyTorch checkpoint ({why})"
 
 
 def read_file(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> Any:
@@ -143,14 +161,14 @@ def read_file(path: str | Path, map_location: str | torch.device = "cpu", what: 
         raise MissingWeightsError(f"{what} {path}: file not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:  # weights-only refusal (foreign objects) or garbage
-        refusal = err
+    except pickle.UnpicklingError:  # weights-only refusal (foreign objects) or garbage: try the restricted path
+        pass
     except Exception as err:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise CheckpointError(f"{what} {path}: unreadable or corrupt file ({_first_line(err)})") from err
+        raise CheckpointError(_unreadable(path, what)) from err
     try:
         data = torch.load(path, map_location=map_location, weights_only=False, pickle_module=_RESTRICTED_PICKLE)
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{what} {path}: unreadable or corrupt file ({_first_line(refusal)})") from err
+        raise CheckpointError(_unreadable(path, what)) from err
     if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
         raise CheckpointError(
             f"{what} {path}: holds Python objects that are not loaded for safety and no 'state_dict' entry"
@@ -251,6 +269,25 @@ def _backbone_hint(heads: dict[str, torch.Tensor]) -> str:
             f"{DINOV2_URL.format(name=name)} (never downloaded automatically)")
 
 
+LAYOUTS = ("a mickey_ros checkpoint (save_checkpoint, training/train.py), or the official mickey.ckpt: a "
+           "'state_dict' of extractor.* (backbone optional) and matcher.* weights")
+
+
+def _check_mickey_layout(data: Any, source: str) -> None:
+    """Refuse, with the accepted layouts, a torch file that holds no MicKey weights at all (no ``extractor.*``
+    or ``matcher.*`` key, Lightning prefix removed): another model's state dict, a tensor, a plain dict."""
+    keys = [str(k).removeprefix(LIGHTNING_PREFIX) for k in data] if isinstance(data, dict) else []
+    if any(k.startswith(("extractor.", "matcher.")) for k in keys):
+        return
+    if isinstance(data, dict):
+        held = f"keys {_group(keys)}" if keys else "an empty dict"
+        if "cls_token" in keys and "pos_embed" in keys:
+            held += "; it looks like DINOv2 backbone weights, which go to backbone_weights= (--backbone-weights)"
+    else:
+        held = f"a {type(data).__name__}"
+    raise CheckpointError(f"{source}: not a MicKey checkpoint (it holds {held}); expected {LAYOUTS}")
+
+
 def _backbone_in(state: dict[str, torch.Tensor]) -> str | None:
     names = {k.split(".")[1] for k in state if re.fullmatch(r"extractor\.[^.]+\.cls_token", k)}
     if len(names) > 1:
@@ -290,6 +327,7 @@ def load_checkpoint(path: str | Path, backbone_weights: str | Path | None = None
     else:
         if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
             data = data["state_dict"]
+        _check_mickey_layout(data, source)
         state = _check_tensors(data, source)
         state = {k.removeprefix(LIGHTNING_PREFIX): v for k, v in state.items()}
         config, preset, input_size = None, None, None

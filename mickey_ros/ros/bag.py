@@ -12,9 +12,10 @@ one-to-one with camera-1 images within ``slop``, closest first. Pass 2 reads the
 processes the planned pairs. Every message, pair or image that is not used is counted in the summary
 with its reason.
 
-Robustness rules: bad arguments and unreadable inputs raise :class:`InputError` before any output is
-written; any error on one pair is a counted skip; the output bag is always closed (``metadata.yaml``
-written), also on an error or SIGINT/SIGTERM after writing started, so what was processed stays readable.
+Robustness rules: bad arguments, unreadable inputs and inputs without any synchronised pair raise
+:class:`InputError` before any output is written; any error on one pair is a counted skip; the output bag
+is always closed (``metadata.yaml`` written), also on an error or SIGINT/SIGTERM after writing started, so
+what was processed stays readable.
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from mickey_ros import deps
 from mickey_ros.errors import InputError
 from mickey_ros.ros import builders
-from mickey_ros.ros.bag_plan import (BagSummary, Plan, Skip, describe, first_line, plan_pairs, read_index,
-                                     read_messages, valid_stamp)
+from mickey_ros.ros.bag_plan import (BagSummary, Plan, Skip, describe, first_line, no_pairs_reason, plan_pairs,
+                                     read_index, read_messages, valid_stamp)
 from mickey_ros.ros.convert import camera_info_to_model, check_image_matches_info, message_to_rgb
 from mickey_ros.ros.interfaces import register_in_typestore
 from mickey_ros.ros.sync import SyncedPair
@@ -50,7 +52,7 @@ _BAG_FILE_SUFFIXES = (".mcap", ".db3", ".db3-shm", ".db3-wal", ".db3-journal", "
 def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: dict[str, str], *,
                 prefix: str = "/mickey", slop: float = 0.05, storage: str = "mcap",
                 frame0: str | None = None, frame1: str | None = None, progress: bool = True,
-                overwrite: bool = False, debug: bool = False) -> BagSummary:
+                overwrite: bool = False, debug: bool = False, batch: int = 1) -> BagSummary:
     """Run the relocaliser over a bag and write the outputs to a new bag.
 
     Args:
@@ -65,19 +67,24 @@ def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: d
         progress: print a progress line on stderr.
         overwrite: replace an existing ``out_path`` that holds only rosbag2 files.
         debug: print the traceback of unexpected per-pair errors (they are skipped either way).
+        batch: pairs whose images go through the network together (``Relocalizer.estimate_batch``; the same poses
+            and the same output as 1, faster where the backbone dominates).
 
     Returns:
         The summary. On SIGINT/SIGTERM (in the main thread) the run stops, the output is closed with the
         pairs done so far and ``summary.interrupted`` holds the signal number.
 
     Raises:
-        InputError: bad arguments or an unreadable input (before any output is written), or the input
-            becoming unreadable part-way (the output is closed first).
+        InputError: bad arguments, an unreadable input or no synchronised pair in it (all before any output is
+            written), or the input becoming unreadable part-way (the output is closed first).
     """
+    deps.require("rosbags.rosbag2", None, "mickey-ros bag")  # a core dependency; one line if the install lacks it
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
     in_path, out_path = Path(in_path), Path(out_path)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"--batch: expected a positive number of pairs, got {batch!r}")
     check_bag(in_path, topics, out_path=out_path, overwrite=overwrite, slop=slop, storage=storage)
     plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
     ts = get_typestore(Stores.ROS2_HUMBLE)
@@ -94,6 +101,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: d
                     f"{progress_bar(done, total)} reading {done}/{total} messages"))
                 bar.end()
                 plan = plan_pairs(index, topics, int(round(slop * 1e9)), summary)
+                if not plan.pairs:  # before writing: no empty output bag, an old OUT is left as it was
+                    raise InputError(no_pairs_reason(in_path, index, topics, int(round(slop * 1e9)), summary))
                 _remove_old_output(out_path)
                 writer = Writer(out_path, version=9, storage_plugin=plugin)
                 try:
@@ -106,7 +115,7 @@ def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: d
                 try:
                     out = _Outputs(writer, ts, types, prefix)
                     _run_pairs(reader, in_path, conns, plan, reloc, out, types, summary, stop,
-                               frames=(frame0, frame1), bar=bar, debug=debug)
+                               frames=(frame0, frame1), bar=bar, debug=debug, batch_size=batch)
                 except InputError as err:
                     raise InputError(f"{err}; {out_path} holds the {summary.processed} pairs processed before") from err
                 finally:
@@ -149,21 +158,25 @@ def check_bag(in_path: str | Path, topics: dict[str, str], *, out_path: str | Pa
               overwrite: bool = False, slop: float = 0.05, storage: str = "mcap") -> None:
     """Check everything that can be checked before a network is loaded and before any output is written.
 
-    The bag opens, the four topics exist, have messages and the expected types, the two image topics differ,
-    ``slop`` and ``storage`` are valid, and ``out_path`` is new (or, with ``overwrite``, a bag folder that is
-    not the input).
+    The bag opens, the four topics exist, have messages and the expected types, the two cameras' image topics
+    (and CameraInfo topics) differ, ``slop`` and ``storage`` are valid, and ``out_path`` is new (or, with
+    ``overwrite``, a bag folder that is not the input). Whether any pair is found is known only after pass 1
+    (:func:`process_bag` raises then, still before writing).
 
     Raises:
         InputError: one line naming the flag (``--image0``, ``OUT``, ...) and what was expected.
     """
+    deps.require("rosbags.typesys", None, "mickey-ros bag")
     from rosbags.typesys import Stores, get_typestore
 
     if storage not in ("mcap", "sqlite3"):
         raise InputError(f"--storage: expected mcap or sqlite3, got {storage!r}")
     if not 0 <= slop < float("inf"):
         raise InputError(f"--slop: expected seconds >= 0, got {slop!r}")
-    if topics["image0"] == topics["image1"]:
-        raise InputError(f"--image1: same topic as --image0 ({topics['image0']}); expected the two cameras' streams")
+    for kind, what in (("image", "image"), ("info", "CameraInfo")):
+        if topics[f"{kind}0"] == topics[f"{kind}1"]:
+            raise InputError(f"--{kind}0/--{kind}1: both are {topics[f'{kind}0']}; expected camera 0's and camera 1's "
+                             f"own {what} topics")
     in_path = Path(in_path)
     if out_path is not None:
         _check_output(Path(out_path), in_path, overwrite)
@@ -244,8 +257,9 @@ def _remove_old_output(out_path: Path) -> None:
 # -- pass 2: processing -------------------------------------------------------------------------------------------
 def _run_pairs(reader: Any, in_path: Path, conns: dict[str, list[Any]], plan: Plan, reloc: Any, out: _Outputs,
                types: builders.MessageTypes, summary: BagSummary, stop: _StopOnSignal, *,
-               frames: tuple[str | None, str | None], bar: _Progress, debug: bool) -> None:
+               frames: tuple[str | None, str | None], bar: _Progress, debug: bool, batch_size: int = 1) -> None:
     cam_of = {id(conn): stream[-1] for stream in ("image0", "image1") for conn in conns[stream]}
+    batch: list[SyncedPair] = []
     image_conns = [conn for stream in ("image0", "image1") for conn in conns[stream]]
     pending: dict[int, dict[str, Any]] = {}
     taken: set[tuple[str, int]] = set()
@@ -270,13 +284,21 @@ def _run_pairs(reader: Any, in_path: Path, conns: dict[str, list[Any]], plan: Pl
             continue
         images = pending.pop(slot)
         s0, s1 = plan.pairs[slot]
-        pair = SyncedPair(images["0"], plan.info[("0", s0)], images["1"], plan.info[("1", s1)], s0, s1)
-        _process_pair(pair, reloc, out, types, summary, stop, frames, debug)
+        batch.append(SyncedPair(images["0"], plan.info[("0", s0)], images["1"], plan.info[("1", s1)], s0, s1))
         finished.add(slot)
-        done += 1
+        if len(batch) < batch_size and len(finished) < total:
+            continue
+        if batch_size == 1:
+            _process_pair(batch[0], reloc, out, types, summary, stop, frames, debug)
+        else:
+            _process_batch(batch, reloc, out, types, summary, stop, frames, debug)
+        done += len(batch)
+        batch = []
         bar.show(f"{progress_bar(done, total)} {done}/{total} pairs")
         if done == total:
             return
+    if batch:  # the bag ended with pairs still buffered (an image not found again): run them
+        _process_batch(batch, reloc, out, types, summary, stop, frames, debug)
     for slot, (s0, _) in enumerate(plan.pairs):  # not expected: the bag read differently the second time
         if slot not in finished:
             summary.skipped.append(Skip("an image of this pair was not found again in pass 2", f"pair at {s0} ns"))
@@ -306,16 +328,23 @@ class _Outputs:
         self.writer.write(self.conns[key][0], stamp_ns, data)
 
 
-def _pair_records(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.MessageTypes,
-                  frames: tuple[str | None, str | None]) -> tuple[Any, list[tuple[str, int, bytes]]]:
-    """Run one pair and serialise all its output messages (nothing is written yet)."""
+def _pair_inputs(pair: SyncedPair) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode and check one pair: ``(image0, K0, image1, K1)`` as ``Relocalizer.estimate`` takes them."""
     image0, image1 = message_to_rgb(pair.image0, "image0"), message_to_rgb(pair.image1, "image1")
     cam0, cam1 = camera_info_to_model(pair.info0, "camera_info0"), camera_info_to_model(pair.info1, "camera_info1")
     check_image_matches_info(image0, cam0, "camera_info0")
     check_image_matches_info(image1, cam1, "camera_info1")
     if cam0.distorted or cam1.distorted:
         raise InputError("camera_info: non-zero distortion; record rectified images (image_rect) for now")
-    res = reloc.estimate(image0, cam0.K, image1, cam1.K)
+    return image0, cam0.K, image1, cam1.K
+
+
+def _pair_records(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.MessageTypes,
+                  frames: tuple[str | None, str | None], res: Any = None) -> tuple[Any, list[tuple[str, int, bytes]]]:
+    """Run one pair (unless its result ``res`` is given) and serialise all its output messages (nothing is
+    written yet)."""
+    if res is None:
+        res = reloc.estimate(*_pair_inputs(pair))
     f0 = frames[0] or pair.image0.header.frame_id or "camera0_optical_frame"
     f1 = frames[1] or pair.image1.header.frame_id or "camera1_optical_frame"
     hdr0 = builders.header(types, pair.stamp0, f0)
@@ -323,7 +352,7 @@ def _pair_records(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.M
     records = [("full", pair.stamp0, out.serialize("full", full))]
     if not res.success:
         return res, records
-    pose = builders.pose_with_covariance_from_relative_pose(types, hdr0, res.T_0to1)
+    pose = builders.pose_with_covariance_from_relative_pose(types, hdr0, res.T_0to1, res.covariance)
     tf = builders.transform_stamped_from_relative_pose(types, hdr0, builders.TfNaming().child(f1), res.T_0to1)
     colours = (255 * np.stack([~res.inliers, res.inliers, np.zeros_like(res.inliers)], 1)).astype(np.uint8)
     cloud0 = builders.pointcloud2(types, hdr0, res.kpts3d0, rgb=colours)
@@ -338,11 +367,42 @@ def _pair_records(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.M
     return res, records
 
 
-def _process_pair(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.MessageTypes, summary: BagSummary,
-                  stop: _StopOnSignal, frames: tuple[str | None, str | None], debug: bool) -> None:
-    """One pair: any error before writing is a counted skip; the writes of a pair are not interrupted."""
+def _process_batch(pairs: list[SyncedPair], reloc: Any, out: _Outputs, types: builders.MessageTypes,
+                   summary: BagSummary, stop: _StopOnSignal, frames: tuple[str | None, str | None],
+                   debug: bool) -> None:
+    """Several pairs with the network run on all their images at once (``Relocalizer.estimate_batch``: the same
+    poses as one by one); written in order, each with the isolation of :func:`_process_pair`."""
+    inputs: list[tuple[SyncedPair, Any]] = []
+    for pair in pairs:
+        try:
+            inputs.append((pair, _pair_inputs(pair)))
+        except Exception as err:  # noqa: BLE001 - per-pair isolation
+            inputs.append((pair, err))
+    ready = [(pair, args) for pair, args in inputs if not isinstance(args, Exception)]
     try:
-        res, records = _pair_records(pair, reloc, out, types, frames)
+        results = iter(reloc.estimate_batch([args for _, args in ready], return_errors=True))
+    except Exception:  # noqa: BLE001 - an unexpected error in the batch: each pair on its own finds its culprit
+        results = None
+    for pair, args in inputs:
+        if isinstance(args, Exception):
+            _process_pair(pair, reloc, out, types, summary, stop, frames, debug, error=args)
+        elif results is None:
+            _process_pair(pair, reloc, out, types, summary, stop, frames, debug)
+        else:
+            res = next(results)
+            _process_pair(pair, reloc, out, types, summary, stop, frames, debug,
+                          **({"error": res} if isinstance(res, Exception) else {"res": res}))
+
+
+def _process_pair(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.MessageTypes, summary: BagSummary,
+                  stop: _StopOnSignal, frames: tuple[str | None, str | None], debug: bool, res: Any = None,
+                  error: Exception | None = None) -> None:
+    """One pair (its result ``res`` or ``error`` when already known): any error before writing is a counted skip;
+    the writes of a pair are not interrupted."""
+    try:
+        if error is not None:
+            raise error
+        res, records = _pair_records(pair, reloc, out, types, frames, res)
     except Exception as err:  # noqa: BLE001 - per-pair isolation: the run goes on
         if debug:
             traceback.print_exc()

@@ -223,3 +223,23 @@ def plan_pairs(index: BagIndex, topics: dict[str, str], slop_ns: int, summary: B
                 summary.nearest_info += 1
     summary.pairs_found = len(pairs)
     return plan
+
+
+def no_pairs_reason(in_path: Path, index: BagIndex, topics: dict[str, str], slop_ns: int, summary: BagSummary) -> str:
+    """Why :func:`plan_pairs` found no pair, as one error line naming the option: a stream none of whose messages
+    was usable (with the first reason), else the smallest gap between the two cameras' stamps versus ``slop_ns``."""
+    for stream in ("image0", "info0", "image1", "info1"):
+        cam, topic = stream[-1], topics[stream]
+        if (index.images if stream.startswith("image") else index.info_stamps)[cam]:
+            continue
+        skips = [s for s in summary.skipped if s.where.startswith(f"{topic} message")]
+        first = f"; first: {skips[0].reason}" if skips else ""
+        what = "images" if stream.startswith("image") else "CameraInfo messages"
+        return (f"--{stream}: no usable message on {topic} in {in_path} ({len(skips)} skipped{first}); expected "
+                f"{what} with valid header stamps")
+    stamps0, stamps1 = index.images["0"], index.images["1"]
+    gap = min(abs(s - stamps1[nearest(stamps1, s)]) for s in stamps0)
+    return (f"--slop: no synchronised pairs in {in_path}: the closest {topics['image0']} and {topics['image1']} stamps "
+            f"are {gap / 1e9:.3f} s apart, more than --slop {slop_ns / 1e9:g} s (camera 0 images at "
+            f"{stamps0[0] / 1e9:.3f}-{stamps0[-1] / 1e9:.3f} s, camera 1 at {stamps1[0] / 1e9:.3f}-"
+            f"{stamps1[-1] / 1e9:.3f} s)")

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from mickey_ros.errors import ImageError, IntrinsicsError
+from mickey_ros.image_bytes import imdecode_quiet, png_problem
 
 # sensor_msgs/PointField datatypes
 FLOAT32 = 7
@@ -103,7 +104,10 @@ def compressed_to_rgb(msg: Any, name: str = "image", max_pixels: int = MAX_DECOD
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageError(f"{name}: CompressedImage of {size[0]}x{size[1]} pixels exceeds the decode budget of "
                          f"{max_pixels / 1e6:g} MP; skipped without decoding")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    problem = png_problem(data)
+    if problem:
+        raise ImageError(f"{name}: cannot decode CompressedImage (format {msg.format!r}): {problem}")
+    image = imdecode_quiet(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(f"{name}: cannot decode CompressedImage (format {msg.format!r}), expected jpeg or png bytes")
     if image.dtype == np.uint16:

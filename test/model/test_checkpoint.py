@@ -199,4 +199,41 @@ def test_strict_error_messages_are_one_line_and_name_the_keys(tiny, tmp_path):
     torch.save(state, path)
     _load_error(path, CheckpointError, r"missing \d+ keys \[extractor\.vit_tiny14\.blocks\.\* \(\d+\)\]$")
     torch.save([torch.zeros(1)], path)
-    _load_error(path, CheckpointError, r"shape\.pth: expected a state dict \(name -> tensor\), got list")
+    _load_error(path, CheckpointError, r"shape\.pth: not a MicKey checkpoint \(it holds a list\)")
+
+
+LAYOUTS = (r"; expected a mickey_ros checkpoint \(save_checkpoint, training/train\.py\), or the official mickey\.ckpt: "
+           r"a 'state_dict' of extractor\.\* \(backbone optional\) and matcher\.\* weights$")
+
+
+@pytest.mark.parametrize("content, held", [
+    ({"foo": 1}, r"keys \[foo \(1\)\]"),
+    (torch.zeros(3), r"a Tensor"),
+    ({"state_dict": torch.nn.Linear(3, 2).state_dict()}, r"keys \[weight \(1\), bias \(1\)\]"),
+    ({"cls_token": torch.zeros(1, 1, 8), "pos_embed": torch.zeros(1, 5, 8)},
+     r"keys \[cls_token \(1\), pos_embed \(1\)\]; it looks like DINOv2 backbone weights, which go to "
+     r"backbone_weights= \(--backbone-weights\)"),
+], ids=["plain-dict", "tensor", "other-model", "dinov2-file"])
+def test_a_torch_file_without_mickey_weights_is_not_a_mickey_checkpoint(tmp_path, content, held):
+    path = tmp_path / "other.pt"
+    torch.save(content, path)
+    message = _load_error(path, CheckpointError, r"checkpoint .*other\.pt: not a MicKey checkpoint \(it holds " + held
+                          + r"\)" + LAYOUTS)
+    assert not isinstance(CheckpointError(message), MissingWeightsError)
+    assert "holds no backbone" not in message
+
+
+@pytest.mark.parametrize("content, why", [
+    (bytes(range(256)) * 16, r"not written by torch\.save, or damaged"),
+    (b"", r"the file is empty"),
+    ("truncated-zip", r"a truncated or damaged zip archive"),
+], ids=["random-bytes", "empty", "truncated-zip"])
+def test_an_unreadable_file_is_one_clean_line(tiny, tmp_path, content, why):
+    path = tmp_path / "broken.ckpt"
+    if content == "truncated-zip":
+        save_checkpoint(tiny, path)
+        content = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(content)
+    message = _load_error(path, CheckpointError, r"^checkpoint .*broken\.ckpt: not a readable PyTorch checkpoint \("
+                          + why + r"\)$")
+    assert "weights_only" not in message and "torch.load" not in message

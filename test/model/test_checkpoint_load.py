@@ -145,7 +145,7 @@ def test_missing_files_and_corrupt_files(tmp_path):
         load_checkpoint(ckpt, backbone_weights=tmp_path / "absent.pth")
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(CheckpointError, match=r"checkpoint .*corrupt\.ckpt: unreadable or corrupt file"):
+    with pytest.raises(CheckpointError, match=r"checkpoint .*corrupt\.ckpt: not a readable PyTorch checkpoint"):
         load_checkpoint(corrupt)
     wrong_bb = tmp_path / "wrong_backbone.pth"
     torch.save({"not_a_vit.weight": torch.zeros(2)}, wrong_bb)

@@ -149,15 +149,48 @@ def test_info_topic_without_messages_is_one_line_exit_2(tmp_path, capsys):
     assert not dst.exists()
 
 
-def test_camera_info_with_only_invalid_stamps_counts_every_image_unpaired(tmp_path, capsys):
+def test_camera_info_with_only_invalid_stamps_is_no_pairs_exit_2_and_no_output(tmp_path, capsys):
     msgs = [m for t in (0, 100) for m in frame(t, bad={INFO1: {"sec": -5}})]
     src, dst = write_bag(tmp_path / "in", msgs), tmp_path / "out"
-    assert main(["bag", str(src), str(dst), *TOPICS, *RUN]) == 0
-    lines = _stdout_lines(capsys)
-    assert "pairs found 0, processed 0, succeeded 0, skipped 2, unpaired images 4" in lines[0]
-    assert any(line.strip().startswith(f"unpaired 4: camera 1 has no usable CameraInfo ({INFO1}: all its messages "
-                                        "were skipped)") for line in lines), lines
-    assert read_bag(dst) == {}
+    assert main(["bag", str(src), str(dst), *TOPICS, *RUN]) == 2
+    assert _one_error_line(capsys) == (
+        f"mickey-ros: error: --info1: no usable message on {INFO1} in {src} (2 skipped; first: invalid header stamp "
+        "(negative, or nanosec outside [0, 1e9))); expected CameraInfo messages with valid header stamps")
+    assert not dst.exists()
+
+
+def test_streams_that_never_overlap_in_time_are_no_pairs_exit_2_and_old_output_kept(tmp_path, capsys):
+    # camera 1 was recorded 5 s after camera 0 (two recordings merged, or a clock offset): nothing within --slop
+    msgs = [m for t in (0, 100) for m in frame(t) if m[0] in (IMAGE0, INFO0)]
+    msgs += [m for t in (5000, 5100) for m in frame(t) if m[0] in (IMAGE1, INFO1)]
+    src, dst = write_bag(tmp_path / "in", msgs), tmp_path / "out"
+    assert main(["bag", str(src), str(dst), *TOPICS, *RUN]) == 2
+    assert _one_error_line(capsys) == (
+        f"mickey-ros: error: --slop: no synchronised pairs in {src}: the closest {IMAGE0} and {IMAGE1} stamps are "
+        "4.910 s apart, more than --slop 0.05 s (camera 0 images at 0.000-0.100 s, camera 1 at 5.010-5.110 s)")
+    assert not dst.exists()
+    # with --overwrite, an earlier output survives a run that finds nothing to write
+    old = write_bag(dst, frame(0))
+    assert main(["bag", str(src), str(dst), *TOPICS, *RUN, "--overwrite"]) == 2
+    assert "no synchronised pairs" in _one_error_line(capsys)
+    assert len(read_bag(old)[IMAGE0]) == 1
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (("--image1", IMAGE0), f"--image0/--image1: both are {IMAGE0}; expected camera 0's and camera 1's own image "
+                           "topics"),
+    (("--info1", INFO0), f"--info0/--info1: both are {INFO0}; expected camera 0's and camera 1's own CameraInfo "
+                         "topics"),
+])
+def test_the_same_topic_for_both_cameras_is_one_line_exit_2_in_a_real_process(tmp_path, flags, expected):
+    src, dst = write_bag(tmp_path / "in", frame(0)), tmp_path / "out"
+    args = list(TOPICS)
+    args[args.index(flags[0]) + 1] = flags[1]
+    proc = subprocess.run([sys.executable, "-m", "mickey_ros.cli", "bag", str(src), str(dst), *args, *RUN],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"mickey-ros: error: {expected}"]
+    assert proc.stdout == "" and not dst.exists()
 
 
 def test_an_exception_in_one_pair_is_a_counted_skip_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
@@ -167,7 +200,7 @@ def test_an_exception_in_one_pair_is_a_counted_skip_and_the_run_goes_on(tmp_path
 
     def flaky(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:  # call 1 is the warm-up inference, call 2 the first pair: fail the second pair
             raise RuntimeError("injected failure\nsecond line")
         return estimate(self, *args, **kwargs)
 

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mickey_ros import deps
 from mickey_ros.errors import DatasetError, InputError, MickeyError
 from mickey_ros.geometry.se3 import invert_T
 from mickey_ros.ros.convert import CameraModel, camera_info_to_model
@@ -203,8 +204,9 @@ def open_bag(path: str | Path) -> Any:
     """Open a rosbag2 directory with rosbags ``AnyReader`` (Humble typestore for bags without definitions).
 
     Raises:
-        DatasetError: the path does not exist or is not a readable rosbag2.
+        DatasetError: the path does not exist or is not a readable rosbag2. DependencyError: rosbags is missing.
     """
+    deps.require("rosbags.highlevel", None, "reading training bags")
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 

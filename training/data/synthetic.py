@@ -10,6 +10,12 @@ Each recording is one rosbag2 folder: ``/camera/image_raw`` (rgb8), ``/camera/ca
 ``/camera/depth/image_raw`` (32FC1, metres along z, NaN = no hit), ``/tf`` (``map -> base_link`` at 50 Hz,
 every image stamp included) and ``/tf_static`` (the extrinsic, once). ``scene.json`` beside them holds
 the seed, K, the image size and the ground-truth ``T_map_camera`` of every image.
+
+Two-camera recordings (``two_camera=True``, ``make_synthetic.py --two-camera``) carry a rig instead: camera 1
+0.1-0.5 m to the right of camera 0 and turned by a few degrees (:func:`make_rig`), both with the same K and the
+same image stamps, on ``/cam0/{image_raw,camera_info,depth/image_raw}`` (frame ``cam0_optical_frame``) and
+``/cam1/...`` (``cam1_optical_frame``); ``/tf_static`` holds both extrinsics, so the rig's relative pose is in
+the TF tree (and in ``scene.json``).
 Everything in scene ``i`` follows from ``numpy.random.default_rng((seed, i))``: one scene can be
 regenerated alone, and runs with different seeds share no scene (``seed + i`` would make seed 1's
 scene 0 seed 0's scene 1).
@@ -31,12 +37,30 @@ from mickey_ros.geometry.se3 import invert_T, make_T
 from mickey_ros.ros import builders
 from training.data.synthetic_render import Scene, cast_depth, make_scene, render
 
-__all__ = ["Scene", "cast_depth", "make_scene", "render", "make_intrinsics", "make_extrinsic", "make_trajectory",
-           "make_recordings", "covisibility", "write_recording", "write_scene", "generate", "Summary"]
+__all__ = ["Scene", "cast_depth", "make_scene", "render", "make_intrinsics", "make_extrinsic", "make_rig",
+           "make_trajectory", "make_recordings", "covisibility", "write_recording", "write_scene", "generate",
+           "Summary", "CameraTopics", "SINGLE_CAMERA", "TWO_CAMERAS"]
 
 IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC = "/camera/image_raw", "/camera/camera_info", "/camera/depth/image_raw"
 TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 MAP_FRAME, BASE_FRAME, CAMERA_FRAME = "map", "base_link", "camera_optical_frame"
+
+
+@dataclass(frozen=True)
+class CameraTopics:
+    """Where one camera of a recording goes: its three topics and the ``frame_id`` of its optical frame."""
+
+    image: str
+    info: str
+    depth: str
+    frame: str
+
+
+SINGLE_CAMERA = (CameraTopics(IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC, CAMERA_FRAME),)
+# the two-camera rig (``--two-camera``): what ``mickey-ros bag --image0 /cam0/image_raw --info0 /cam0/camera_info
+# --image1 /cam1/image_raw --info1 /cam1/camera_info`` reads
+TWO_CAMERAS = tuple(CameraTopics(f"/cam{i}/image_raw", f"/cam{i}/camera_info", f"/cam{i}/depth/image_raw",
+                                 f"cam{i}_optical_frame") for i in range(2))
 START_NS = 1_700_000_000 * 10**9  # stamp of the first image of rec0
 REVISIT_NS = 100 * 10**9  # rec1 starts this much later
 FRAME_PERIOD_NS = 100_000_000  # 10 Hz images
@@ -97,14 +121,23 @@ class Trajectory:
 
 @dataclass(frozen=True)
 class Recording:
-    """One visit of a scene: ``frames`` images at 10 Hz from ``start_ns``, a trajectory and the extrinsic."""
+    """One visit of a scene: ``frames`` images at 10 Hz from ``start_ns``, a trajectory and the extrinsic; with
+    ``T_camera0_camera1``, a second camera rigidly mounted beside the first (a rig; same stamps, same K)."""
 
     name: str
     start_ns: int
     frames: int
     trajectory: Trajectory
-    T_base_camera: np.ndarray  # [4, 4] optical frame -> base_link
+    T_base_camera: np.ndarray  # [4, 4] optical frame -> base_link (camera 0 of a rig)
     gain: float  # exposure of this visit
+    T_camera0_camera1: np.ndarray | None = None  # [4, 4] camera-1 optical frame -> camera-0 optical frame
+
+    @property
+    def T_base_cameras(self) -> tuple[np.ndarray, ...]:
+        """``[4, 4]`` optical frame -> base_link of each camera (one, or two for a rig)."""
+        if self.T_camera0_camera1 is None:
+            return (self.T_base_camera,)
+        return self.T_base_camera, self.T_base_camera @ self.T_camera0_camera1
 
     @property
     def frame_stamps_ns(self) -> np.ndarray:
@@ -140,6 +173,19 @@ def make_extrinsic(rng: np.random.Generator) -> np.ndarray:
     tilt = np.deg2rad([rng.uniform(-1, 1), rng.uniform(-5, 15), rng.uniform(-1, 1)])  # yaw, pitch, roll
     R = _rotation_zyx(*tilt[:, None])[0] @ R_BASE_OPTICAL
     return make_T(R, [0.1, 0.0, rng.uniform(0.8, 1.6)])
+
+
+def make_rig(rng: np.random.Generator) -> np.ndarray:
+    """``[4, 4]`` ``T_camera0_camera1`` (camera-1 optical frame -> camera-0 optical frame) of a two-camera rig.
+
+    Camera 1 sits 0.1-0.5 m to the right of camera 0 (optical +x), within 3 cm of it down and forward, turned by
+    up to 8 deg of yaw and 3 deg of pitch and roll relative to it. ``inv(T_camera0_camera1)`` is the rig's
+    ``T_0to1`` (camera-0 coordinates -> camera-1 coordinates, metres).
+    """
+    yaw, pitch, roll = np.deg2rad([rng.uniform(-8, 8), rng.uniform(-3, 3), rng.uniform(-3, 3)])
+    R_base = _rotation_zyx(np.array([yaw]), np.array([pitch]), np.array([roll]))[0]  # in base axes (z up)
+    R = R_BASE_OPTICAL.T @ R_base @ R_BASE_OPTICAL  # the same turn in optical axes
+    return make_T(R, [rng.uniform(0.1, 0.5), rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03)])
 
 
 def make_trajectory(scene: Scene, rng: np.random.Generator, duration: float,
@@ -220,12 +266,15 @@ def covisibility(scene: Scene, K: np.ndarray, width: int, height: int, T_map_a: 
 
 
 def make_recordings(scene: Scene, rng: np.random.Generator, frames: int, K: np.ndarray, width: int, height: int,
-                    min_depth: float = 0.5, min_covisibility: float = 0.3) -> tuple[Recording, Recording]:
+                    min_depth: float = 0.5, min_covisibility: float = 0.3,
+                    two_camera: bool = False) -> tuple[Recording, Recording]:
     """The two visits ``rec0`` (at :data:`START_NS`) and ``rec1`` (100 s later, from the same side of the target).
 
     Paths are redrawn until no image sees a surface closer than ``min_depth`` metres and, for ``rec1``, until
     one of its images sees at least ``min_covisibility`` of one of ``rec0``'s (checked at the first, middle and
-    last images of each), so that cross-visit pairs with overlap exist.
+    last images of each), so that cross-visit pairs with overlap exist. With ``two_camera`` each visit has a rig
+    (:func:`make_rig`, drawn after the extrinsic and gain): the depth rule holds for both cameras, and camera 1
+    sees at least ``min_covisibility`` of camera 0's view at those key images.
 
     Raises:
         MickeyError: no such paths were found.
@@ -237,11 +286,17 @@ def make_recordings(scene: Scene, rng: np.random.Generator, frames: int, K: np.n
     bearing = None
     for k in range(2):
         extrinsic, gain = make_extrinsic(rng), float(rng.uniform(0.8, 1.2))
+        rig = make_rig(rng) if two_camera else None
         for _ in range(100):
             trajectory, start_bearing = make_trajectory(scene, rng, duration, bearing)
-            recording = Recording(f"rec{k}", START_NS + k * REVISIT_NS, frames, trajectory, extrinsic, gain)
-            poses = recording.T_map_camera(recording.frame_stamps_ns)
-            if min(cast_depth(scene, K, T, probe).min() for T in poses) < min_depth:
+            recording = Recording(f"rec{k}", START_NS + k * REVISIT_NS, frames, trajectory, extrinsic, gain, rig)
+            T_map_base = recording.T_map_base(recording.frame_stamps_ns)
+            views = [T_map_base @ T_base_camera for T_base_camera in recording.T_base_cameras]
+            poses = views[0]
+            if min(cast_depth(scene, K, T, probe).min() for camera in views for T in camera) < min_depth:
+                continue
+            if two_camera and min(covisibility(scene, K, width, height, views[0][i], views[1][i]) for i in keys) \
+                    < min_covisibility:
                 continue
             if k == 0:
                 break
@@ -259,9 +314,10 @@ def make_recordings(scene: Scene, rng: np.random.Generator, frames: int, K: np.n
 
 # -- bags ------------------------------------------------------------------------------------------------
 class _BagWriter:
-    """The five topics of a recording on a rosbags ``Writer`` (mcap), with the Humble typestore."""
+    """The topics of a recording (three per camera, ``/tf``, ``/tf_static``) on a rosbags ``Writer`` (mcap), with
+    the Humble typestore."""
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: Any, cameras: tuple[CameraTopics, ...] = SINGLE_CAMERA) -> None:
         from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
         from rosbags.typesys import Stores, get_typestore
 
@@ -269,9 +325,11 @@ class _BagWriter:
         self.types = builders.MessageTypes.from_typestore(self.ts)
         latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
                       QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
-        spec = {IMAGE_TOPIC: "sensor_msgs/msg/Image", INFO_TOPIC: "sensor_msgs/msg/CameraInfo",
-                DEPTH_TOPIC: "sensor_msgs/msg/Image", TF_TOPIC: "tf2_msgs/msg/TFMessage",
-                TF_STATIC_TOPIC: "tf2_msgs/msg/TFMessage"}
+        spec = {}
+        for camera in cameras:
+            spec.update({camera.image: "sensor_msgs/msg/Image", camera.info: "sensor_msgs/msg/CameraInfo",
+                         camera.depth: "sensor_msgs/msg/Image"})
+        spec.update({TF_TOPIC: "tf2_msgs/msg/TFMessage", TF_STATIC_TOPIC: "tf2_msgs/msg/TFMessage"})
         self.conns = {topic: writer.add_connection(topic, msgtype, typestore=self.ts,
                                                    offered_qos_profiles=[latched] if topic == TF_STATIC_TOPIC else [])
                       for topic, msgtype in spec.items()}
@@ -280,29 +338,31 @@ class _BagWriter:
         conn = self.conns[topic]
         self.writer.write(conn, int(stamp_ns), self.ts.serialize_cdr(msg, conn.msgtype))
 
-    def tf(self, topic: str, stamp_ns: int, parent: str, child: str, T_parent_child: np.ndarray) -> None:
-        """A TFMessage with one transform: the pose of ``child`` in ``parent``."""
+    def tf(self, topic: str, stamp_ns: int, parent: str, children: list[tuple[str, np.ndarray]]) -> None:
+        """A TFMessage with one transform per ``(child, T_parent_child)``: the pose of ``child`` in ``parent``."""
         hdr = builders.header(self.types, stamp_ns, parent)
         # the builder takes T_0to1, which maps parent coordinates into child ones: the inverse of the pose
-        transform = builders.transform_stamped_from_relative_pose(self.types, hdr, child, invert_T(T_parent_child))
-        self.write(topic, stamp_ns, self.ts.types["tf2_msgs/msg/TFMessage"](transforms=[transform]))
+        transforms = [builders.transform_stamped_from_relative_pose(self.types, hdr, child, invert_T(T_parent_child))
+                      for child, T_parent_child in children]
+        self.write(topic, stamp_ns, self.ts.types["tf2_msgs/msg/TFMessage"](transforms=transforms))
 
-    def image(self, topic: str, stamp_ns: int, pixels: np.ndarray, encoding: str) -> None:
+    def image(self, topic: str, stamp_ns: int, pixels: np.ndarray, encoding: str, frame: str = CAMERA_FRAME) -> None:
         height, width = pixels.shape[:2]
         data = np.ascontiguousarray(pixels).view(np.uint8).reshape(-1)
         msg = self.ts.types["sensor_msgs/msg/Image"](
-            header=builders.header(self.types, stamp_ns, CAMERA_FRAME), height=height, width=width,
+            header=builders.header(self.types, stamp_ns, frame), height=height, width=width,
             encoding=encoding, is_bigendian=0, step=len(data) // height, data=data)
         self.write(topic, stamp_ns, msg)
 
-    def camera_info(self, stamp_ns: int, K: np.ndarray, width: int, height: int) -> None:
+    def camera_info(self, stamp_ns: int, K: np.ndarray, width: int, height: int, topic: str = INFO_TOPIC,
+                    frame: str = CAMERA_FRAME) -> None:
         T = self.ts.types
         roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
         msg = T["sensor_msgs/msg/CameraInfo"](
-            header=builders.header(self.types, stamp_ns, CAMERA_FRAME), height=height, width=width,
+            header=builders.header(self.types, stamp_ns, frame), height=height, width=width,
             distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1).astype(np.float64),
             r=np.eye(3).reshape(-1), p=np.hstack([K, np.zeros((3, 1))]).reshape(-1), binning_x=0, binning_y=0, roi=roi)
-        self.write(INFO_TOPIC, stamp_ns, msg)
+        self.write(topic, stamp_ns, msg)
 
 
 def write_recording(path: Path, scene: Scene, K: np.ndarray, width: int, height: int, recording: Recording,
@@ -310,10 +370,12 @@ def write_recording(path: Path, scene: Scene, K: np.ndarray, width: int, height:
     """Render a recording and write it as a new rosbag2 folder (mcap) at ``path``.
 
     Images get Gaussian noise (sigma 1.5 grey levels, from ``rng``). Messages are written in stamp order;
-    ``/tf_static`` first.
+    ``/tf_static`` first. A rig recording (``recording.T_camera0_camera1`` set) goes to :data:`TWO_CAMERAS`:
+    both cameras share each stamp and K, and one ``/tf_static`` message holds both extrinsics.
 
     Returns:
-        ``[{"stamp_ns": int, "T_map_camera": [4, 4] nested list}]`` per image (ground truth).
+        ``[{"stamp_ns": int, "T_map_camera": [4, 4] nested list}]`` per image (ground truth); for a rig also
+        ``"T_map_camera1"`` (``"T_map_camera"`` is camera 0's).
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -321,28 +383,41 @@ def write_recording(path: Path, scene: Scene, K: np.ndarray, width: int, height:
     is_frame = set(frame_stamps.tolist())
     tf_stamps = recording.tf_stamps_ns
     T_map_base = recording.T_map_base(tf_stamps)
+    extrinsics = recording.T_base_cameras
+    cameras = SINGLE_CAMERA if len(extrinsics) == 1 else TWO_CAMERAS
     truth = []
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        out = _BagWriter(writer)
-        out.tf(TF_STATIC_TOPIC, tf_stamps[0], BASE_FRAME, CAMERA_FRAME, recording.T_base_camera)
+        out = _BagWriter(writer, cameras)
+        out.tf(TF_STATIC_TOPIC, tf_stamps[0], BASE_FRAME,
+               [(camera.frame, T_base_camera) for camera, T_base_camera in zip(cameras, extrinsics)])
         for stamp, T in zip(tf_stamps.tolist(), T_map_base):
-            out.tf(TF_TOPIC, stamp, MAP_FRAME, BASE_FRAME, T)
+            out.tf(TF_TOPIC, stamp, MAP_FRAME, [(BASE_FRAME, T)])
             if stamp not in is_frame:
                 continue
-            T_map_camera = T @ recording.T_base_camera
-            image, z = render(scene, K, T_map_camera, width, height, recording.gain)
-            noisy = np.clip(image + rng.normal(0.0, 1.5, image.shape), 0, 255).astype(np.uint8)
-            out.camera_info(stamp, K, width, height)
-            out.image(IMAGE_TOPIC, stamp, noisy, "rgb8")
-            if depth:
-                out.image(DEPTH_TOPIC, stamp, np.where(np.isfinite(z), z, np.nan).astype("<f4"), "32FC1")
-            truth.append({"stamp_ns": stamp, "T_map_camera": T_map_camera.tolist()})
+            item: dict[str, Any] = {"stamp_ns": stamp}
+            for i, (camera, T_base_camera) in enumerate(zip(cameras, extrinsics)):
+                T_map_camera = T @ T_base_camera
+                image, z = render(scene, K, T_map_camera, width, height, recording.gain)
+                noisy = np.clip(image + rng.normal(0.0, 1.5, image.shape), 0, 255).astype(np.uint8)
+                out.camera_info(stamp, K, width, height, camera.info, camera.frame)
+                out.image(camera.image, stamp, noisy, "rgb8", camera.frame)
+                if depth:
+                    out.image(camera.depth, stamp, np.where(np.isfinite(z), z, np.nan).astype("<f4"), "32FC1",
+                              camera.frame)
+                item["T_map_camera" if i == 0 else "T_map_camera1"] = T_map_camera.tolist()
+            truth.append(item)
     return truth
 
 
-def write_scene(out: Path, seed: int, index: int, frames: int, width: int, height: int, depth: bool = True) -> Path:
+def write_scene(out: Path, seed: int, index: int, frames: int, width: int, height: int, depth: bool = True,
+                two_camera: bool = False) -> Path:
     """Generate scene ``index`` (rng ``default_rng((seed, index))``) into ``out/scene_NNN/`` (returned), which must
-    not exist: ``rec0/``, ``rec1/`` (bags) and ``scene.json``."""
+    not exist: ``rec0/``, ``rec1/`` (bags) and ``scene.json``.
+
+    With ``two_camera`` the bags hold a rig (:data:`TWO_CAMERAS`), and each recording in ``scene.json`` also has
+    ``T_base_camera1``, ``T_camera0_camera1`` (pose of camera 1 in camera 0) and ``T_0to1`` (its inverse: camera-0
+    coordinates -> camera-1 coordinates, what ``mickey-ros bag`` estimates), and ``cameras`` lists the topics.
+    """
     rng = np.random.default_rng((seed, index))
     scene = make_scene(rng)
     K = make_intrinsics(rng, width, height)
@@ -350,9 +425,16 @@ def write_scene(out: Path, seed: int, index: int, frames: int, width: int, heigh
     folder.mkdir(parents=True)
     record: dict[str, Any] = {"seed": seed, "scene_index": index, "K": K.tolist(), "width": width,
                               "height": height, "room_size": list(scene.size), "recordings": {}}
-    for recording in make_recordings(scene, rng, frames, K, width, height):
+    if two_camera:
+        record["cameras"] = [vars(camera) for camera in TWO_CAMERAS]
+    for recording in make_recordings(scene, rng, frames, K, width, height, two_camera=two_camera):
         truth = write_recording(folder / recording.name, scene, K, width, height, recording, rng, depth)
         record["recordings"][recording.name] = {"T_base_camera": recording.T_base_camera.tolist(), "frames": truth}
+        if recording.T_camera0_camera1 is not None:
+            record["recordings"][recording.name].update(
+                T_base_camera1=recording.T_base_cameras[1].tolist(),
+                T_camera0_camera1=recording.T_camera0_camera1.tolist(),
+                T_0to1=invert_T(recording.T_camera0_camera1).tolist())
     (folder / "scene.json").write_text(json.dumps(record, indent=1))
     return folder
 
@@ -363,22 +445,26 @@ class Summary:
 
     scenes: int
     bags: int
-    frames: int
+    frames: int  # stamps with images (one image per camera each)
     seconds: float
+    cameras: int = 1  # per bag
 
     def line(self) -> str:
-        return (f"scenes {self.scenes}, bags {self.bags}, frames {self.frames}, {self.seconds:.1f} s "
+        cameras = f" x {self.cameras} cameras" if self.cameras > 1 else ""
+        return (f"scenes {self.scenes}, bags {self.bags}, frames {self.frames}{cameras}, {self.seconds:.1f} s "
                 f"({self.frames / max(self.seconds, 1e-9):.1f} frames/s)")
 
 
 def generate(out: str | Path, *, scenes: int = 4, frames: int = 30, width: int = 294, height: int = 224,
-             seed: int = 0, depth: bool = True, overwrite: bool = False,
+             seed: int = 0, depth: bool = True, overwrite: bool = False, two_camera: bool = False,
              progress: Callable[[int, int], None] | None = None) -> Summary:
-    """Write ``scenes`` scenes (two bags each, ``frames`` images per bag) under ``out``.
+    """Write ``scenes`` scenes (two bags each, ``frames`` images per bag and camera) under ``out``.
 
     Args:
         out: output folder; created if missing. An existing non-empty folder needs ``overwrite``, which
             replaces the ``scene_NNN`` folders this run writes (and nothing else).
+        two_camera: bags of a two-camera rig (:data:`TWO_CAMERAS` topics, see :func:`write_scene`) instead of
+            the single ``/camera/*`` stream.
         progress: called as ``progress(scenes_done, scenes)`` after each scene.
 
     Raises:
@@ -404,7 +490,7 @@ def generate(out: str | Path, *, scenes: int = 4, frames: int = 30, width: int =
     for index in range(scenes):
         if overwrite and (out / f"scene_{index:03d}").exists():
             shutil.rmtree(out / f"scene_{index:03d}")
-        write_scene(out, seed, index, frames, width, height, depth)
+        write_scene(out, seed, index, frames, width, height, depth, two_camera)
         if progress is not None:
             progress(index + 1, scenes)
-    return Summary(scenes, 2 * scenes, 2 * scenes * frames, time.perf_counter() - start)
+    return Summary(scenes, 2 * scenes, 2 * scenes * frames, time.perf_counter() - start, 2 if two_camera else 1)

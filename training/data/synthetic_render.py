@@ -15,8 +15,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from mickey_ros import deps
 from mickey_ros.data.synthetic_scene import Rect, make_textures
-from mickey_ros.errors import MickeyError
 
 WALL_MARGIN = 0.6  # metres between the base and any wall or box (the camera sits 0.1 m ahead of it)
 MIP_LEVELS = 5  # texture sides are multiples of 2 ** (MIP_LEVELS - 1)
@@ -58,13 +58,10 @@ class Scene:
 
 @lru_cache(maxsize=1)
 def _photos() -> tuple[np.ndarray, ...]:
-    try:
-        import skimage.data
-    except ImportError as err:
-        raise MickeyError("synthetic scenes need scikit-image for their textures: pip install scikit-image") from err
+    skimage_data = deps.require("skimage.data", "train", "synthetic scene textures")
     photos = []
     for name in PHOTOS:
-        photo = getattr(skimage.data, name)()
+        photo = getattr(skimage_data, name)()
         photos.append(np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo[..., :3])
     return tuple(np.ascontiguousarray(p, dtype=np.uint8) for p in photos)
 
