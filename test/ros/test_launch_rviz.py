@@ -80,8 +80,17 @@ def _setup_py():
     tree = ast.parse((REPO / "setup.py").read_text())
     installed = [(_const(c.args[0]), _const(c.args[1])) for c in ast.walk(tree)
                  if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "_data"]
-    scripts = dict(re.fullmatch(r"(\S+) = (\S+):main", _const(c)).groups() for c in ast.walk(tree)
-                   if _const(c) and re.fullmatch(r"\S+ = mickey_ros[\w.]*:main", _const(c)))
+    scripts = {}
+    for c in ast.walk(tree):
+        match = re.fullmatch(r"(\S+) = (mickey_ros[\w.]*):(\w+)", _const(c) or "")
+        if match:
+            name, module, func = match.groups()
+            if module == "mickey_ros.ros.console":  # the rclpy-checking wrappers: the node module they start
+                wrapper = ast.parse((REPO / "mickey_ros" / "ros" / "console.py").read_text())
+                fn = next(f for f in wrapper.body if isinstance(f, ast.FunctionDef) and f.name == func)
+                module = next(_const(a) for call in ast.walk(fn) if isinstance(call, ast.Call)
+                              for a in call.args[1:2] if _const(a))
+            scripts[name] = module
     return installed, scripts
 
 
