@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mickey_ros.model import PRESETS
-from mickey_ros.pipeline import PRECISIONS
+from mickey_ros.pipeline import DEFAULT_COVARIANCE_SCALE, PRECISIONS
 from mickey_ros.ros import builders
 from mickey_ros.ros.node_common import ParameterError, ParameterRules, check_frame_id
 from mickey_ros.ros.reference import IDENTITY_POSE, check_reference_parameters
@@ -26,6 +26,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "device": ("auto", "auto, cpu, cuda, cuda:N"),
     "precision": ("auto", "auto, fp32, bf16, fp16 (backbone autocast)"),
     "seed": (0, "solver seed"),
+    "covariance_scale": (DEFAULT_COVARIANCE_SCALE, "factor on the propagated pose covariance (calibrated for the "
+                                                   "bundled network; training/evaluate.py reports another one's)"),
     "slop": (0.05, "s, largest stamp difference between the two cameras"),
     "max_age": (1.0, "s, pairs older than this when inference starts are dropped"),
     "frame0": ("", "optical frame of camera 0 (empty: image header frame_id; reference mode: mickey_reference)"),
@@ -39,6 +41,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "child_frame": ("", "explicit TF child frame (overrides camera 1's optical frame + child_frame_suffix)"),
     "publish_clouds": (True, "publish the keypoint clouds"),
     "warmup": (True, "run one inference on a synthetic pair at start-up, before 'ready'"),
+    "autostart": (True, "configure and activate at start-up (lifecycle node); false: stay unconfigured until a "
+                        "lifecycle manager (or ros2 lifecycle set) calls ~/change_state"),
     "mode": ("continuous", "continuous: process pairs as they come (max_rate); on_demand: only the next pair after "
                            "each ~/relocalize call"),
     "max_rate": (0.0, "Hz of image-stamp time, continuous mode: pairs closer than 1/max_rate to the last accepted one "
@@ -59,7 +63,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "reference_pose": (list(IDENTITY_POSE), "T_map_ref, the reference camera's optical frame in reference_pose_frame: "
                                             "[x, y, z, qx, qy, qz, qw] (m, ROS quaternion order)"),
 }
-RANGES = {"slop": (0.0, 10.0), "max_age": (0.0, 3600.0), "max_rate": (0.0, 1000.0), "request_timeout_s": (0.01, 3600.0),
+RANGES = {"covariance_scale": (1e-6, 1e9), "slop": (0.0, 10.0), "max_age": (0.0, 3600.0), "max_rate": (0.0, 1000.0), "request_timeout_s": (0.01, 3600.0),
           **{f"reference_{k}": (0.0, 1e6) for k in ("fx", "fy", "cx", "cy")}}
 INT_RANGES = {"seed": (0, 2**31 - 1)}
 RELIABILITIES = ("best_effort", "reliable")
@@ -116,9 +120,9 @@ RULES = ParameterRules(
     choices={"reliability": RELIABILITIES, "tf_mode": builders.TF_MODES, "precision": PRECISIONS,
              "preset": tuple(PRESETS), "mode": MODES},
     read_only=frozenset({"checkpoint", "backbone_weights", "preset", "device", "precision", "reliability",
-                         "compressed", "warmup", "mode", "reference_mode", "reference_image", "reference_camera_info",
-                         "reference_fx", "reference_fy", "reference_cx", "reference_cy", "reference_pose_frame",
-                         "reference_pose"}),
+                         "compressed", "warmup", "autostart", "mode", "reference_mode", "reference_image",
+                         "reference_camera_info", "reference_fx", "reference_fy", "reference_cx", "reference_cy",
+                         "reference_pose_frame", "reference_pose"}),
     check=check_configuration,
 )
 RENAMED = {"publish_tf": "tf_mode: none | relative"}

@@ -29,9 +29,27 @@ query) after a ``~/relocalize`` call (std_srvs/Trigger), which answers success a
 reason when it finds no pose; "no pair within N s" after ``request_timeout_s``). Service calls wait for the
 worker in a callback group of their own on a multi-threaded executor, so subscriptions keep flowing meanwhile.
 
-Every parameter is checked at start-up and on ``set_parameters`` (:mod:`mickey_ros.ros.node_common`). Start-up
-logs the network, device, precision, inputs with their QoS, the mode and the TF frames, runs one warm-up inference
-(``warmup``), extracts the reference features (reference file), then logs ``ready``.
+Lifecycle (a managed node, ``rclpy.lifecycle``; ``~/change_state``, ``~/get_state``):
+
+- configure: loads the network (``checkpoint``) and the reference file, creates the outputs on the first configure
+  (lifecycle publishers and the TF broadcaster; they exist until the node is destroyed and publish only while
+  active), starts the worker thread and waits for its warm-up inference (``warmup``) and the reference features
+  (that wait never holds SIGINT/SIGTERM, which shut the context down). A failure (bad checkpoint, failed warm-up)
+  releases everything and leaves the node unconfigured, the reason logged and in ``transition_error``.
+- activate: subscribes to the inputs, offers ``~/relocalize`` / ``~/set_reference``, enables the outputs, logs
+  ``ready``.
+- deactivate: unsubscribes, removes the services (waiting calls answer failure), disables the outputs; an input
+  waiting for the worker is dropped and an inference in progress publishes nothing.
+- cleanup: stops the worker and drops the network and the reference features (CUDA's cached memory is given back);
+  a network given to the constructor stays the caller's.
+- shutdown (from any state) does what the state needs of deactivate and cleanup; errorprocessing does the same and
+  returns to unconfigured.
+
+``autostart`` (default true) configures and activates in the constructor, so ``ros2 run`` needs no lifecycle
+manager; a configure failure is then raised (:class:`~mickey_ros.errors.MickeyError`; the console script prints its
+one line and exits with code 2). Every parameter is checked at construction and on ``set_parameters``
+(:mod:`mickey_ros.ros.node_common`). Configure logs the network, device and precision, activate the inputs with
+their QoS, the mode and the TF frames.
 """
 from __future__ import annotations
 
@@ -42,10 +60,15 @@ from typing import Any
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-from mickey_ros.errors import MickeyError
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # rclpy before Iron (Humble)
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+from mickey_ros.errors import MickeyError, describe_error
 from mickey_ros.ros import builders
 from mickey_ros.ros.convert import Undistorter, camera_info_to_model, check_image_matches_info, message_to_rgb
 from mickey_ros.ros.node_common import (
@@ -75,6 +98,43 @@ from mickey_ros.ros.triggering import Job, RateGate, RequestBoard
 QOS_DEPTH = 5
 EXECUTOR_THREADS = 3  # a service callback waiting for the worker + subscriptions + parameter services
 WAIT_POLL_S = 0.5  # a service waiting for an inference in progress re-checks the node is still running this often
+STARTUP_POLL_S = 0.1  # configure, waiting for the worker's warm-up, looks at the context (a signal) this often
+SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE,
+                           TransitionCallbackReturn.ERROR)
+
+
+class _Interrupted(Exception):
+    """The context was shut down (SIGINT/SIGTERM) while configure waited for the worker."""
+
+
+def _new_stats() -> dict[str, Any]:
+    return {"received_pairs": 0, "processed": 0, "succeeded": 0, "failed": 0, "dropped_stale": 0,
+            "dropped_replaced": 0, "dropped_rate": 0, "dropped_no_reference": 0, "ignored_idle": 0,
+            "rejected": 0, "requests": 0, "request_timeouts": 0, "reference_updates": 0,
+            "last_latency_s": float("nan"), "mean_latency_s": float("nan"),
+            "last_input_age_s": float("nan"), "last_inliers": 0}
+
+
+def _as_mickey_error(what: str, err: Exception) -> MickeyError:
+    """``err`` itself when it is one of ours, else a :class:`MickeyError` ``"<what>: <Type>: <first line>"`` caused
+    by it (as ``raise ... from err``)."""
+    if isinstance(err, MickeyError):
+        return err
+    wrapped = MickeyError(f"{what}: {describe_error(err)}")
+    wrapped.__cause__ = err
+    return wrapped
+
+
+def _without_frames(err: BaseException) -> BaseException:
+    """``err`` with the tracebacks of its chain dropped: their frames would keep the network (and its GPU memory)
+    alive for as long as the error is kept."""
+    seen: set[int] = set()
+    link: BaseException | None = err
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return err
 
 
 def _load_network(p: Mapping[str, Any]) -> tuple[Any, str]:
@@ -102,71 +162,205 @@ def _precision_in_effect(precision: str, device: Any) -> str:
     return "auto (fp16 backbone)" if device.type == "cuda" else "auto (fp32)"
 
 
-class RelocalizeNode(Node):
-    """The relocalisation node; ``net`` may be given directly (tests), else it is loaded from parameters."""
+class RelocalizeNode(LifecycleNode):
+    """The relocalisation node, a lifecycle node (see the module docstring for its transitions); ``net`` may be
+    given directly (tests), else configure loads it from the parameters.
+
+    Raises:
+        ParameterError: a parameter the node cannot run with; with ``autostart``, also a configure failure (bad
+            checkpoint, failed warm-up, unusable reference file).
+    """
 
     def __init__(self, net: Any = None, **kwargs: Any) -> None:
         super().__init__("mickey_relocalizer", **kwargs)
         # first, so that destroy_node works on a node whose construction failed (rclpy destroys it at shutdown)
-        self._lock = threading.Condition()
+        self._lock = threading.Condition()  # the worker's input slot, and ``_active`` for the input callbacks
+        self._output_lock = threading.RLock()  # held while publishing: once deactivate has it, nothing is published
         self._slot: Job | None = None
         self.requests = RequestBoard()  # service calls waiting for an input
-        self._running = False
+        self._running = False  # the worker thread runs: configured (inactive or active)
+        self._active = False  # inputs are processed and outputs published
         self._worker: threading.Thread | None = None
+        self._startup_error: MickeyError | None = None
+        self._given_net = net
+        self.reloc: Any = None  # the Relocalizer, from configure to cleanup
+        self.pub_pose = self.pub_map_pose = self.pub_cloud0 = self.pub_cloud1 = self.pub_inliers = None
+        self.pub_diag = self.pub_full = self.tf = self.relative_pose_class = None
+        self.input_subscriptions: list[Any] = []
+        self.trigger_services: list[Any] = []
+        self._service_group = MutuallyExclusiveCallbackGroup()
         self._warned: set[str] = set()
-        self.fatal_error: MickeyError | None = None  # set by the worker when start-up fails after __init__
+        self.transition_error: MickeyError | None = None  # why the last transition failed
+        self._autostarting = False
+        self.stats, self._latency_sum = _new_stats(), 0.0
         p = self.params = declare_parameters(self, PARAMETERS, RULES)  # ParameterError before anything is logged
         self.reference_mode = reference_mode(p)
-        self._reference_file = load_reference(p)  # ParameterError (file, size, K) before the network is loaded
+        self._reference_file: Any = None
         self.has_reference = False  # True once the reference features are extracted (worker thread)
         self.reference_source = "none"
         self.anchor = (builders.Anchor(p["reference_pose_frame"], reference_pose_matrix(p["reference_pose"]))
                        if p["reference_pose_frame"] else None)
-        from mickey_ros.model.mickey import preset_name
-        from mickey_ros.pipeline import Relocalizer
-
-        net, network = _load_network(p) if net is None else (net, "given by the caller")
-        self.reloc = Relocalizer(net, device=p["device"], seed=p["seed"], precision=p["precision"])
         self.types = builders.MessageTypes.from_rclpy()
-        self.sync = FrameSynchronizer() if self.reference_mode else PairSynchronizer(slop=p["slop"])
+        self.sync = self._new_synchronizer()
         self.rate_gate = RateGate(p["max_rate"])
         self.undistort = Undistorter()
         self.tf_naming = self._tf_naming()
-        self.stats = {"received_pairs": 0, "processed": 0, "succeeded": 0, "failed": 0, "dropped_stale": 0,
-                      "dropped_replaced": 0, "dropped_rate": 0, "dropped_no_reference": 0, "ignored_idle": 0,
-                      "rejected": 0, "requests": 0, "request_timeouts": 0, "reference_updates": 0,
-                      "last_latency_s": float("nan"), "mean_latency_s": float("nan"),
-                      "last_input_age_s": float("nan"), "last_inliers": 0}
-        self._latency_sum = 0.0
+        watch_parameters(self, PARAMETERS, RULES, self.params, self._apply_parameters)
+        warn_unknown_overrides(self, RENAMED)
+        if p["autostart"]:
+            self._autostart()
+        else:
+            self.get_logger().info("unconfigured (autostart false): waiting for ~/change_state configure")
 
+    def _autostart(self) -> None:
+        """configure + activate now; a failure is raised (the console script: one stderr line, exit code 2) instead
+        of logged. Returns quietly when a signal interrupted the configuration."""
+        self._autostarting = True
+        try:
+            for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
+                if trigger() != SUCCESS:
+                    if self.transition_error is None and not self.context.ok():
+                        return  # SIGINT/SIGTERM during the warm-up
+                    raise self.transition_error or MickeyError(f"{name}: the transition failed")
+        finally:
+            self._autostarting = False
+
+    # -- lifecycle transitions (an executor thread, or the constructor with autostart) -------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Network, reference file, outputs (inactive) and the worker's warm-up; a failure leaves nothing behind."""
+        self.transition_error = None
+        try:
+            self._configure()
+        except _Interrupted:
+            self._release(wait=False)
+            return FAILURE
+        except MickeyError as err:
+            self._release()
+            self._report("configure", err)
+            return FAILURE
+        except Exception as err:  # noqa: BLE001 - rclpy would swallow it: report it, on_error releases
+            self._report("configure", err)
+            return ERROR
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        super().on_activate(state)  # the lifecycle publishers
+        return self._guarded("activate", self._activate)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = self._guarded("deactivate", self._deactivate)
+        super().on_deactivate(state)
+        return result
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = self._guarded("cleanup", self._release)
+        if result == SUCCESS:
+            self.get_logger().info("cleaned up: network released")
+        return result
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From unconfigured, inactive or active: whatever of deactivate and cleanup the state needs."""
+        result = self._guarded("shutdown", self._stop_everything)
+        super().on_shutdown(state)
+        if result == SUCCESS:
+            self.get_logger().info(f"shut down (from {state.label})")
+        return result
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: release everything and go back to unconfigured."""
+        result = self._guarded("error processing", self._stop_everything)
+        super().on_error(state)
+        return result
+
+    def _guarded(self, name: str, action: Any) -> TransitionCallbackReturn:
+        try:
+            action()
+        except Exception as err:  # noqa: BLE001 - rclpy turns it into ERROR without a word: report it first
+            self._report(name, err)
+            return ERROR
+        return SUCCESS
+
+    def _report(self, name: str, err: Exception) -> None:
+        """Keep the reason of a failed transition (``transition_error``) and log it, except during autostart (the
+        constructor raises it: one line from the console script)."""
+        error = _as_mickey_error(name, err)
+        self.transition_error = _without_frames(error)
+        if not self._autostarting:
+            self.get_logger().error(f"{name} failed: {error}")
+
+    def _configure(self) -> None:
+        from mickey_ros.model.mickey import preset_name
+        from mickey_ros.pipeline import Relocalizer
+
+        p = self.params
+        self._reference_file = load_reference(p)  # ParameterError (file, size, K) before the network is loaded
+        net, network = _load_network(p) if self._given_net is None else (self._given_net, "given by the caller")
+        self.reloc = Relocalizer(net, device=p["device"], seed=p["seed"], precision=p["precision"],
+                                 covariance_scale=p["covariance_scale"])
+        del net
+        self.stats, self._latency_sum = _new_stats(), 0.0
+        if self.pub_pose is None:
+            self._create_outputs()
+        log = self.get_logger()
+        log.info(f"network: {network}, preset {preset_name(self.reloc.net.config)}")
+        log.info(f"device: {self.reloc.device}, precision: {_precision_in_effect(p['precision'], self.reloc.device)}")
+        # the worker warms up and extracts the reference features; waiting for it here never holds SIGINT/SIGTERM
+        started = threading.Event()
+        self._startup_error = None
+        self._running = True
+        self._worker = threading.Thread(target=self._work, args=(started,), name="mickey_worker", daemon=True)
+        self._worker.start()
+        while not started.wait(STARTUP_POLL_S):
+            if not self.context.ok():
+                raise _Interrupted
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    def _create_outputs(self) -> None:
+        """Lifecycle publishers (they publish only while active) and the TF broadcaster, for the node's lifetime:
+        destroying a publisher while a multi-threaded executor builds its wait set can raise in the executor
+        (rclpy issues 1206, 1284: its QoS event handlers), and TF's publisher is tf2_ros's."""
         from geometry_msgs.msg import PoseWithCovarianceStamped
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from sensor_msgs.msg import PointCloud2
         from std_msgs.msg import UInt32
 
+        publisher = self.create_lifecycle_publisher
+        self.pub_pose = publisher(PoseWithCovarianceStamped, "~/relative_pose", 10)
+        self.pub_map_pose = (publisher(PoseWithCovarianceStamped, "~/map_pose", 10)
+                             if self.anchor is not None else None)
+        self.pub_cloud0 = publisher(PointCloud2, "~/keypoints0", 10)
+        self.pub_cloud1 = publisher(PointCloud2, "~/keypoints1", 10)
+        self.pub_inliers = publisher(UInt32, "~/num_inliers", 10)
+        self.pub_diag = self._diagnostics_publisher()
+        self.relative_pose_class = self._relative_pose_class()
+        self.pub_full = (publisher(self.relative_pose_class, "~/relative_pose_full", 10)
+                         if self.relative_pose_class is not None else None)
+        self.tf = self._tf_broadcaster(warn=self.params["tf_mode"] != "none")
+
+    def _activate(self) -> None:
+        """Subscriptions and services; the synchroniser and the rate gate start empty."""
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        p = self.params
         qos = QoSProfile(depth=QOS_DEPTH, reliability=ReliabilityPolicy.RELIABLE) \
             if p["reliability"] == "reliable" else qos_profile_sensor_data
         image_type = CompressedImage if p["compressed"] else Image
         streams = ((("image", "image1", image_type), ("info", "camera_info1", CameraInfo)) if self.reference_mode else
                    (("image0", "image0", image_type), ("info0", "camera_info0", CameraInfo),
                     ("image1", "image1", image_type), ("info1", "camera_info1", CameraInfo)))
-        subs = [self.create_subscription(msg_type, topic, lambda msg, s=stream: self._on_message(s, msg), qos)
-                for stream, topic, msg_type in streams]
-        self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, "~/relative_pose", 10)
-        self.pub_map_pose = (self.create_publisher(PoseWithCovarianceStamped, "~/map_pose", 10)
-                             if self.anchor is not None else None)
-        self.pub_cloud0 = self.create_publisher(PointCloud2, "~/keypoints0", 10)
-        self.pub_cloud1 = self.create_publisher(PointCloud2, "~/keypoints1", 10)
-        self.pub_inliers = self.create_publisher(UInt32, "~/num_inliers", 10)
-        self.pub_diag = self._diagnostics_publisher()
-        self.relative_pose_class = self._relative_pose_class()
-        self.pub_full = (self.create_publisher(self.relative_pose_class, "~/relative_pose_full", 10)
-                         if self.relative_pose_class is not None else None)
-        self.tf = self._tf_broadcaster(warn=p["tf_mode"] != "none")
+        self.sync = self._new_synchronizer()
+        self.rate_gate = RateGate(p["max_rate"])
+        with self._lock:
+            self._active = True
+        # no QoS event handlers (rclpy's incompatible-QoS warning): destroying a subscription that has them, as
+        # deactivate does, races with the executor building its wait set (rclpy issues 1206, 1284)
+        events = SubscriptionEventCallbacks(use_default_callbacks=False)
+        subs = self.input_subscriptions = [
+            self.create_subscription(msg_type, topic, lambda msg, s=stream: self._on_message(s, msg), qos,
+                                     event_callbacks=events)
+            for stream, topic, msg_type in streams]
         self.trigger_services = self._create_services()
-
         log = self.get_logger()
-        log.info(f"network: {network}, preset {preset_name(self.reloc.net.config)}")
-        log.info(f"device: {self.reloc.device}, precision: {_precision_in_effect(p['precision'], self.reloc.device)}")
         log.info("inputs: " + ", ".join(f"{s.topic_name} ({s.msg_type.__name__})" for s in subs)
                  + f"; QoS {p['reliability']}, depth {qos.depth}")
         log.info(f"mode: {self._mode_description()}")
@@ -175,36 +369,74 @@ class RelocalizeNode(Node):
             log.info(f"reference mode: camera 0 = the reference ({source}; ~/set_reference takes the next image), "
                      f"camera 1 = {subs[0].topic_name}")
         log.info(f"TF: {self._tf_description()}")
-        watch_parameters(self, PARAMETERS, RULES, self.params, self._apply_parameters)
-        warn_unknown_overrides(self, RENAMED)
-        # the worker warms up, then logs "ready": the executor (and so SIGINT/SIGTERM) is never held by inference
-        self._fatal = self.create_guard_condition(self._raise_fatal_error)
-        self._running = True
-        self._worker = threading.Thread(target=self._work, name="mickey_worker", daemon=True)
-        self._worker.start()
+        log.info("ready")
+
+    def _deactivate(self) -> None:
+        """No input processed, nothing published from here on: an input waiting for the worker is dropped, an
+        inference in progress is not published, waiting service calls answer failure."""
+        with self._output_lock, self._lock:
+            self._active = False
+            self._slot = None
+        self.requests.close_all("node deactivated")
+        for sub in self.input_subscriptions:
+            self.destroy_subscription(sub)
+        self.input_subscriptions = []
+        self._destroy_services()
+        self.get_logger().info("deactivated: inputs unsubscribed, outputs paused")
+
+    def _destroy_services(self) -> None:
+        """Remove ``~/relocalize`` / ``~/set_reference`` while holding their callback group: a call's response is
+        sent after its callback returns, and must not meet a destroyed service."""
+        if not self.trigger_services:
+            return
+        held, end = self.trigger_services[0], time.monotonic() + STOP_TIMEOUT_S
+        while not self._service_group.beginning_execution(held):  # a call in progress: it answers at once now
+            if time.monotonic() > end:
+                self._warn_once("a service call did not end: ~/relocalize, ~/set_reference kept (they refuse calls)")
+                return
+            time.sleep(0.01)
+        try:
+            for service in self.trigger_services:
+                self.destroy_service(service)
+        finally:
+            self._service_group.ending_execution(held)
+        self.trigger_services = []
+
+    def _release(self, wait: bool = True) -> None:
+        """Cleanup: stop the worker, drop the network and the reference features, and give CUDA's cached memory
+        back. A network given to the constructor stays referenced by its caller."""
+        self._stop_worker(wait)
+        device = getattr(self.reloc, "device", None)
+        self.reloc = self._reference_file = None
+        self.has_reference, self.reference_source = False, "none"
+        if device is not None and device.type == "cuda":
+            import gc
+
+            import torch
+
+            gc.collect()  # the network's tensors, if a reference cycle holds them
+            torch.cuda.empty_cache()
+
+    def _stop_everything(self) -> None:
+        if self._active:
+            self._deactivate()
+        self._release()
+
+    def _stop_worker(self, wait: bool = True) -> None:
+        """Stop the worker thread, waiting at most ``STOP_TIMEOUT_S`` for an inference in progress (which then
+        publishes nothing)."""
+        with self._lock:
+            self._running = False
+            self._slot = None
+            self._lock.notify_all()
+        self.requests.close_all("node is shutting down")
+        if wait and self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=STOP_TIMEOUT_S)
+
+    def _new_synchronizer(self) -> FrameSynchronizer | PairSynchronizer:
+        return FrameSynchronizer() if self.reference_mode else PairSynchronizer(slop=self.params["slop"])
 
     # -- start-up and parameters ----------------------------------------------------------------------------
-    def _start_up(self) -> bool:
-        """Worker thread, once: the warm-up inference, the reference file's features, then "ready". A failure is
-        re-raised on the executor thread (:meth:`_raise_fatal_error`), so the console script reports it in one line
-        and exits non-zero."""
-        try:
-            if self.params["warmup"]:
-                self._warm_up()
-            if self._reference_file is not None:
-                self._extract_reference_file()
-        except MickeyError as err:
-            self.fatal_error = err
-            self._fatal.trigger()
-            return False
-        if self._running:
-            self.get_logger().info("ready")
-        return True
-
-    def _raise_fatal_error(self) -> None:
-        if self.fatal_error is not None:
-            raise self.fatal_error
-
     def _warm_up(self) -> None:
         """One inference on a synthetic pair: the first one pays for kernel loading and allocator growth."""
         try:
@@ -268,11 +500,14 @@ class RelocalizeNode(Node):
             self.sync.slop_ns = int(round(self.params["slop"] * 1e9))
         if "max_rate" in changed:
             self.rate_gate.set_rate(self.params["max_rate"])
-        if "seed" in changed:
+        if "seed" in changed and self.reloc is not None:  # unconfigured: configure reads the parameter
             self.reloc.seed = self.params["seed"]
+        if "covariance_scale" in changed and self.reloc is not None:
+            self.reloc.covariance_scale = float(self.params["covariance_scale"])
         if changed & {"tf_mode", "child_frame_suffix", "child_frame", "frame0", "frame1"}:
             self.tf_naming = self._tf_naming()
-            self.get_logger().info(f"TF: {self._tf_description()}")
+            if self.reloc is not None:
+                self.get_logger().info(f"TF: {self._tf_description()}")
 
     # -- optional outputs ---------------------------------------------------------------------------------
     def _tf_broadcaster(self, warn: bool) -> Any:
@@ -299,7 +534,7 @@ class RelocalizeNode(Node):
         except ImportError:
             self.get_logger().warning("diagnostic_msgs is not importable: diagnostics disabled")
             return None
-        return self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        return self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _create_services(self) -> list[Any]:
         """``~/set_reference`` (reference mode) and ``~/relocalize`` (on_demand), std_srvs/Trigger, in one callback
@@ -313,19 +548,21 @@ class RelocalizeNode(Node):
                 self.get_logger().warning("std_srvs is not importable: ~/set_reference is not offered (reference "
                                           "from reference_image only)")
             return []
-        group = MutuallyExclusiveCallbackGroup()
+        if self.trigger_services:  # kept by a deactivation that could not remove them
+            return self.trigger_services
         return [self.create_service(Trigger, f"~/{name}", lambda req, resp, k=name: self._serve(k, resp),
-                                    callback_group=group) for name in wanted]
+                                    callback_group=self._service_group) for name in wanted]
 
     # -- callbacks (executor threads): only bookkeeping ------------------------------------------------------
     def _serve(self, kind: str, response: Any) -> Any:
         """A ``~/relocalize`` or ``~/set_reference`` call: wait (at most ``request_timeout_s`` for the input, then
         for its inference) and answer ``success`` and ``message``."""
         what = "image" if kind == "set_reference" or self.reference_mode else "pair"
-        request = self.requests.open(kind) if self._running else None
+        with self._lock:  # deactivate clears _active under this lock, then answers every open request
+            request = self.requests.open(kind) if self._active else None
         if request is None:
             response.success = False
-            response.message = "node is shutting down" if not self._running else f"busy: another ~/{kind} call waits"
+            response.message = "node is not active" if not self._active else f"busy: another ~/{kind} call waits"
             return response
         self.stats["requests"] += 1
         timeout = self.params["request_timeout_s"]
@@ -337,6 +574,8 @@ class RelocalizeNode(Node):
         return response
 
     def _on_message(self, stream: str, msg: Any) -> None:
+        if not self._active:  # a message taken just before deactivation
+            return
         stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
         item = self.sync.add(stream, stamp, msg)
         if item is not None:
@@ -354,6 +593,8 @@ class RelocalizeNode(Node):
         elif job is None:
             job = Job(kind, item)
         with self._lock:
+            if not self._active:
+                return
             self.stats["received_pairs"] += 1
             if job is None:
                 self.stats["ignored_idle"] += 1  # on_demand, nobody asked
@@ -369,9 +610,19 @@ class RelocalizeNode(Node):
             self._lock.notify()
 
     # -- worker thread -----------------------------------------------------------------------------------
-    def _work(self) -> None:
-        if not self._start_up():
+    def _work(self, started: threading.Event) -> None:
+        """Configure to cleanup: the warm-up inference and the reference file's features (configure waits for
+        ``started``; a failure is left in ``_startup_error``), then one input at a time."""
+        try:
+            if self.params["warmup"]:
+                self._warm_up()
+            if self._running and self._reference_file is not None:
+                self._extract_reference_file()
+        except Exception as err:  # noqa: BLE001 - configure reports it
+            self._startup_error = _as_mickey_error("start-up", err)
             return
+        finally:
+            started.set()
         while self._running:
             with self._lock:
                 while self._slot is None and self._running:
@@ -429,8 +680,8 @@ class RelocalizeNode(Node):
                 image0, K0 = self._camera_input(pair.image0, pair.info0, "0")
                 image1, K1 = self._camera_input(pair.image1, pair.info1, "1")
                 res = self.reloc.estimate(image0, K0, image1, K1)
-            if not self._running:  # stopped during the inference: publishers may be gone
-                return False, "node is shutting down"
+            if not self._active:  # deactivated (or stopped) during the inference: nothing is published
+                return False, "node is not active"
         except MickeyError as err:
             self.stats["rejected"] += 1
             self._warn_once(str(err))
@@ -447,7 +698,7 @@ class RelocalizeNode(Node):
             return False, res.reason
         self.stats["succeeded"] += 1
         self.stats["last_inliers"] = res.num_inliers
-        self._publish(job, res)
+        self._publish_if_active(job, res)
         self._diagnose("ok")
         return True, (f"pose with {res.num_inliers} inliers of {res.num_matches} matches, confidence "
                       f"{res.confidence:.3f}, latency {latency:.2f} s")
@@ -463,6 +714,11 @@ class RelocalizeNode(Node):
         self.get_logger().info(f"reference: {source}, {width}x{height}")
         self._diagnose("reference set")
         return True, f"reference set from the {source} ({width}x{height})"
+
+    def _publish_if_active(self, job: Job, res: Any) -> None:
+        with self._output_lock:  # deactivate takes this lock to clear _active: no output after it returns
+            if self._active:
+                self._publish(job, res)
 
     def _publish(self, job: Job, res: Any) -> None:
         from std_msgs.msg import UInt32
@@ -508,36 +764,40 @@ class RelocalizeNode(Node):
         time ``last_latency_s`` / ``mean_latency_s`` (s per inference), ``last_input_age_s``, ``last_inliers``, and
         ``device``, ``mode``, ``max_rate_hz``, ``inputs`` (``pair`` or ``reference``), ``reference``.
         """
-        if self.pub_diag is None:
+        reloc = self.reloc
+        if self.pub_diag is None or reloc is None or not self._active:
             return
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
         level = DiagnosticStatus.OK if message in ("ok", "reference set") else DiagnosticStatus.WARN
         values = [KeyValue(key=k, value=str(v)) for k, v in self.stats.items()]
-        for key, value in (("device", self.reloc.device), ("mode", self.params["mode"]),
+        for key, value in (("device", reloc.device), ("mode", self.params["mode"]),
                            ("max_rate_hz", self.params["max_rate"]),
                            ("inputs", "reference" if self.reference_mode else "pair"),
                            ("reference", self.reference_source)):
             values.append(KeyValue(key=key, value=str(value)))
         status = DiagnosticStatus(level=level, name="mickey_ros: relocalizer", message=message,
-                                  hardware_id=str(self.reloc.device), values=values)
+                                  hardware_id=str(reloc.device), values=values)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(array)
+        with self._output_lock:
+            if self._active and self.pub_diag is not None:
+                self.pub_diag.publish(array)
 
     def destroy_node(self) -> None:
-        """Stop the worker (waiting at most ``STOP_TIMEOUT_S`` for an inference in progress), answer waiting service
-        calls with failure, then destroy the node.
+        """In any lifecycle state: stop the worker (waiting at most ``STOP_TIMEOUT_S`` for an inference in
+        progress), answer waiting service calls with failure, then destroy the node.
 
         A worker still inside an inference exits without publishing once the inference returns."""
-        with self._lock:
-            self._running = False
-            self._lock.notify_all()
-        if hasattr(self, "requests"):
-            self.requests.close_all("node is shutting down")
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=STOP_TIMEOUT_S)
+        with self._output_lock, self._lock:
+            self._active = False
+        self._stop_worker()
         super().destroy_node()
+        # rclpy's lifecycle state machine holds the node: without this, the node and its lifecycle services stay on
+        # the graph (unanswered) until garbage collection
+        state_machine = getattr(self, "_state_machine", None)
+        if state_machine is not None:
+            state_machine.destroy_when_not_in_use()
 
 
 def main(args: list[str] | None = None) -> None:
