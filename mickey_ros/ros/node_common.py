@@ -213,7 +213,12 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
             executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
             executor.add_node(node)
             while rclpy.ok():
-                executor.spin_once(timeout_sec=FATAL_POLL_S)
+                try:
+                    executor.spin_once(timeout_sec=FATAL_POLL_S)
+                except Exception:  # noqa: BLE001 - a signal shut the context down between ok() and the wait
+                    if rclpy.ok():  # (rcl then fails "context is not valid" instead of ExternalShutdownException)
+                        raise
+                    break
                 fatal = getattr(node, "fatal_error", None)
                 if fatal is not None:
                     raise fatal

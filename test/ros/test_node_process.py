@@ -205,3 +205,24 @@ def test_cuda_without_a_gpu_is_a_bad_parameter(ros_env):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("relocalize_node: error: device: "), proc
     assert "Traceback" not in proc.stderr
+
+
+def test_a_signal_between_ok_and_the_wait_is_a_clean_exit(ros_env):
+    """The race CI met: the context shut down after ``rclpy.ok()`` and before the executor's wait, so rcl raises
+    "context is not valid" (not ExternalShutdownException). run_node must still exit 0 without a traceback; an
+    error while the context is valid must still surface."""
+    code = (
+        "import rclpy, rclpy.executors as ex\n"
+        "from mickey_ros.ros.node_common import run_node\n"
+        "def spin_once(self, timeout_sec=None):\n"
+        "    rclpy.shutdown()\n"
+        "    raise RuntimeError('failed to initialize wait set: the given context is not valid')\n"
+        "ex.SingleThreadedExecutor.spin_once = spin_once\n"
+        "run_node(lambda: rclpy.create_node('race_probe'), 'race_probe')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    still_valid = code.replace("    rclpy.shutdown()\n", "")
+    done = subprocess.run([sys.executable, "-c", still_valid], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "context is not valid" in done.stderr, done.stderr
