@@ -28,7 +28,6 @@ import argparse
 import ctypes
 import importlib
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_reference import _stats  # noqa: E402
 from bench_solver import environment  # noqa: E402
 
 from mickey_ros import Relocalizer  # noqa: E402
@@ -54,12 +54,6 @@ from mickey_ros.solver import SolverConfig, solve_relative_pose  # noqa: E402
 
 DEMO = REPO / "mickey_ros" / "data" / "demo"
 K_DEMO = np.array([[220.0, 0.0, 146.5], [0.0, 220.0, 111.5], [0.0, 0.0, 1.0]])
-
-
-def _stats(times: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(times, n=4)
-    return {"median_ms": statistics.median(times), "p25_ms": q[0], "p75_ms": q[2], "iqr_ms": q[2] - q[0],
-            "min_ms": min(times), "max_ms": max(times), "repeats": len(times)}
 
 
 def _pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], warmup: int, repeats: int) -> tuple[dict, dict, dict]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -60,12 +59,6 @@ print(json.dumps(out))
 """
 
 
-def _stats(values: list[float]) -> dict:
-    q = statistics.quantiles(values, n=4)
-    return {"median_ms": statistics.median(values), "p25_ms": q[0], "p75_ms": q[2], "iqr_ms": q[2] - q[0],
-            "min_ms": min(values), "max_ms": max(values), "repeats": len(values)}
-
-
 def _sample(device: str, warm: bool) -> dict:
     code = CHILD.format(threads=THREADS, repo=str(REPO), device=device, warm=warm)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -86,6 +79,7 @@ def main() -> int:
     for _ in range(args.repeats):
         for mode in ("cold", "warm"):
             samples[mode].append(_sample(args.device, mode == "warm"))
+    from bench_reference import _stats
     from bench_solver import environment
     import torch
 

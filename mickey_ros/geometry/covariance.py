@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from mickey_ros.errors import InputError
+from mickey_ros.geometry.se3 import angle_axis_deg
 
 CHI2_95_6DOF = 12.591587243743977  # 95 % quantile of the chi-square distribution with 6 degrees of freedom
 CHI2_MEDIAN_6DOF = 5.348120627447116  # its median
@@ -125,19 +126,9 @@ def pose_error_vector(T_est: np.ndarray, T_gt: np.ndarray) -> np.ndarray:
 
 
 def _log_so3(R: np.ndarray) -> np.ndarray:
-    """Rotation vector (axis x angle, radians) of a 3x3 rotation, stable near 0 and pi."""
-    cos = float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))
-    angle = float(np.arccos(cos))
-    v = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    if angle < 1e-7:
-        return 0.5 * v
-    if np.pi - angle < 1e-4:  # near pi: the axis is R's eigenvector of eigenvalue 1, signed like v
-        values, vectors = np.linalg.eig(R)
-        axis = np.real(vectors[:, int(np.argmin(np.abs(values - 1.0)))])
-        if float(axis @ v) < 0:
-            axis = -axis
-        return angle * axis / np.linalg.norm(axis)
-    return angle / (2.0 * np.sin(angle)) * v
+    """Rotation vector (axis x angle, radians) of a 3x3 rotation."""
+    angle_deg, axis = angle_axis_deg(R)
+    return np.radians(angle_deg) * axis
 
 
 def nees(T_est: np.ndarray, T_gt: np.ndarray, covariance: np.ndarray) -> float:
