@@ -334,8 +334,10 @@ def _pair_inputs(pair: SyncedPair) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     cam0, cam1 = camera_info_to_model(pair.info0, "camera_info0"), camera_info_to_model(pair.info1, "camera_info1")
     check_image_matches_info(image0, cam0, "camera_info0")
     check_image_matches_info(image1, cam1, "camera_info1")
-    if cam0.distorted or cam1.distorted:
-        raise InputError("camera_info: non-zero distortion; record rectified images (image_rect) for now")
+    for name, cam in (("camera_info0", cam0), ("camera_info1", cam1)):
+        if cam.distorted:
+            raise InputError(f"{name}: non-zero distortion ({cam.distortion_model}); record rectified images "
+                             "(image_rect) for now")
     return image0, cam0.K, image1, cam1.K
 
 

@@ -761,7 +761,8 @@ class RelocalizeNode(LifecycleNode):
         ``failed`` (no pose); drops by reason: ``dropped_rate`` (max_rate), ``dropped_replaced`` (busy: a newer input
         replaced it), ``dropped_stale`` (max_age), ``dropped_no_reference``; ``ignored_idle`` (on_demand, no call
         waiting); ``rejected`` (bad input); ``requests``, ``request_timeouts``, ``reference_updates``), execution
-        time ``last_latency_s`` / ``mean_latency_s`` (s per inference), ``last_input_age_s``, ``last_inliers``, and
+        time ``last_latency_s`` / ``mean_latency_s`` (s per inference), ``last_input_age_s``, ``last_inliers``,
+        ``info_substituted`` (images paired with their camera's cached CameraInfo, none at their stamp), and
         ``device``, ``mode``, ``max_rate_hz``, ``inputs`` (``pair`` or ``reference``), ``reference``.
         """
         reloc = self.reloc
@@ -771,7 +772,8 @@ class RelocalizeNode(LifecycleNode):
 
         level = DiagnosticStatus.OK if message in ("ok", "reference set") else DiagnosticStatus.WARN
         values = [KeyValue(key=k, value=str(v)) for k, v in self.stats.items()]
-        for key, value in (("device", reloc.device), ("mode", self.params["mode"]),
+        for key, value in (("info_substituted", self.sync.info_substituted),
+                           ("device", reloc.device), ("mode", self.params["mode"]),
                            ("max_rate_hz", self.params["max_rate"]),
                            ("inputs", "reference" if self.reference_mode else "pair"),
                            ("reference", self.reference_source)):

@@ -85,8 +85,9 @@ class Harness:
         assert self.spin_until(lambda: all(self.tester.count_subscribers(t) for t in topics)
                                and self.node.pub_pose.get_subscription_count() > 0, 60), "no DDS match"
 
-    def publish(self, cam: str, image: str, stamp_ns: int, frame: str | None = None) -> None:
-        """One demo image (``image``) and its CameraInfo on camera ``cam``'s topics, stamped ``stamp_ns``."""
+    def publish(self, cam: str, image: str, stamp_ns: int, frame: str | None = None, info: bool = True) -> None:
+        """One demo image (``image``) and (unless ``info`` is false) its CameraInfo on camera ``cam``'s topics,
+        stamped ``stamp_ns``."""
         from builtin_interfaces.msg import Time
         from sensor_msgs.msg import CameraInfo, Image
 
@@ -95,14 +96,15 @@ class Harness:
         msg = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=rgb.tobytes())
         msg.header.stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
         msg.header.frame_id = frame or f"cam{cam}_optical_frame"
-        info = CameraInfo(height=height, width=width, distortion_model="plumb_bob", d=[0.0] * 5, k=K)
-        info.header = msg.header
+        camera_info = CameraInfo(height=height, width=width, distortion_model="plumb_bob", d=[0.0] * 5, k=K)
+        camera_info.header = msg.header
         self.pubs[f"image{cam}"].publish(msg)
-        self.pubs[f"camera_info{cam}"].publish(info)
+        if info:
+            self.pubs[f"camera_info{cam}"].publish(camera_info)
 
-    def publish_pair(self, stamp_ns: int) -> None:
+    def publish_pair(self, stamp_ns: int, info1: bool = True) -> None:
         self.publish("0", "im0.png", stamp_ns)
-        self.publish("1", "im1.png", stamp_ns)
+        self.publish("1", "im1.png", stamp_ns, info=info1)
 
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds

@@ -44,10 +44,10 @@ def _header(t_ns: int, frame: str, sec: int | None = None, nanosec: int | None =
     return T["std_msgs/msg/Header"](stamp=stamp, frame_id=frame)
 
 
-def _info(header):
+def _info(header, d=None):
     roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return T["sensor_msgs/msg/CameraInfo"](header=header, height=224, width=294, distortion_model="plumb_bob",
-                                           d=np.zeros(5), k=np.array(K), r=np.eye(3).reshape(-1), p=np.zeros(12),
+                                           d=np.zeros(5) if d is None else np.asarray(d, float), k=np.array(K), r=np.eye(3).reshape(-1), p=np.zeros(12),
                                            binning_x=0, binning_y=0, roi=roi)
 
 
@@ -126,6 +126,20 @@ def test_invalid_stamps_mid_bag_are_counted_and_every_good_pair_is_written(tmp_p
     out = read_bag(dst)
     assert [stamp for stamp, _ in out[FULL]] == [t * MS for t in (0, 100, 200, 400, 500, 600)]
     assert [msg.stamp1.nanosec for _, msg in out[FULL]] == [(t + 10) * MS for t in (0, 100, 200, 400, 500, 600)]
+
+
+def test_distorted_camera_is_a_counted_skip_naming_the_camera(tmp_path, capsys):
+    # frame 100: camera 1's CameraInfo has plumb_bob distortion; the reason names camera_info1 and the model
+    msgs = [m for t in (0, 200) for m in frame(t)]
+    msgs += [m for m in frame(100) if m[0] != INFO1]
+    msgs.append((INFO1, 110 * MS, _info(_header(110 * MS, "cam1_optical_frame"), d=[-0.1, 0.01, 0, 0, 0])))
+    src, dst = write_bag(tmp_path / "in", msgs), tmp_path / "out"
+    assert main(["bag", str(src), str(dst), *TOPICS, *RUN]) == 0
+    lines = _stdout_lines(capsys)
+    assert "pairs found 3, processed 2" in lines[0] and "skipped 1" in lines[0]
+    assert lines[1].strip().startswith("skipped 1: camera_info1: non-zero distortion (plumb_bob); record rectified "
+                                       "images (image_rect) for now")
+    assert [stamp for stamp, _ in read_bag(dst)[FULL]] == [0, 200 * MS]
 
 
 @pytest.mark.parametrize(("flag", "topic", "found", "expected"), [

@@ -181,6 +181,27 @@ def test_missing_camera_info_never_pairs(ros, tiny_net):
         tester.destroy_node()
 
 
+def test_camera_info_that_stops_coming_is_replaced_by_the_cached_one_and_counted(ros, tiny_net):
+    from node_harness import Harness
+
+    # camera 1's driver publishes one CameraInfo and then none: its later images use that one once they have
+    # waited one frame (the third pair's image still waits), counted in /diagnostics' info_substituted
+    h = Harness(ros, tiny_net)
+    try:
+        h.wait_connected()
+        base = h.now_ns()
+        for i, pairs in enumerate((1, 1, 2)):  # the second pair leaves when the third image of camera 1 arrives
+            h.publish_pair(base + i * 100_000_000, info1=i == 0)
+            h.spin_for(0.5)
+            assert h.spin_until(lambda: h.node.stats["received_pairs"] == pairs, 60), h.node.stats
+        assert h.spin_until(lambda: h.node.stats["succeeded"] == 2 and len(h.got["diagnostics"]) >= 2)
+        assert h.node.stats["received_pairs"] == 2 and h.node.sync.pending("image1") == 1
+        (status,) = h.got["diagnostics"][-1].status
+        assert {kv.key: kv.value for kv in status.values}["info_substituted"] == "1"
+    finally:
+        h.close()
+
+
 def test_publishing_faster_than_inference_drops_and_counts(ros, tiny_net):
     import threading
 
