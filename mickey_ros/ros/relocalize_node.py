@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -68,20 +67,18 @@ try:
 except ImportError:  # rclpy before Iron (Humble)
     from rclpy.qos_event import SubscriptionEventCallbacks
 
-from mickey_ros.errors import MickeyError, describe_error
+from mickey_ros.errors import MickeyError
 from mickey_ros.ros import builders
 from mickey_ros.ros.convert import Undistorter, camera_info_to_model, check_image_matches_info, message_to_rgb
 from mickey_ros.ros.node_common import (
     STOP_TIMEOUT_S,
     ParameterError,
     declare_parameters,
-    relative_pose_class,
     run_node,
     warn_unknown_overrides,
     watch_parameters,
 )
-from mickey_ros.ros.outputs import OutputFrames, pose_messages
-from mickey_ros.ros.reference import DEFAULT_REFERENCE_FRAME, load_reference, reference_mode, reference_pose_matrix
+from mickey_ros.ros.reference import load_reference, reference_mode, reference_pose_matrix
 from mickey_ros.ros.relocalize_config import (  # noqa: F401 - the parameter tables are part of this module's API
     INT_RANGES,
     MODES,
@@ -91,6 +88,15 @@ from mickey_ros.ros.relocalize_config import (  # noqa: F401 - the parameter tab
     RENAMED,
     RULES,
     trigger_type,
+)
+from mickey_ros.ros.relocalize_publishing import PublishingMixin
+from mickey_ros.ros.relocalize_setup import (
+    Interrupted,
+    as_mickey_error,
+    load_network,
+    new_stats,
+    precision_in_effect,
+    without_frames,
 )
 from mickey_ros.ros.sync import FrameSynchronizer, PairSynchronizer, SyncedFrame, SyncedPair
 from mickey_ros.ros.triggering import Job, RateGate, RequestBoard
@@ -103,66 +109,7 @@ SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackR
                            TransitionCallbackReturn.ERROR)
 
 
-class _Interrupted(Exception):
-    """The context was shut down (SIGINT/SIGTERM) while configure waited for the worker."""
-
-
-def _new_stats() -> dict[str, Any]:
-    return {"received_pairs": 0, "processed": 0, "succeeded": 0, "failed": 0, "dropped_stale": 0,
-            "dropped_replaced": 0, "dropped_rate": 0, "dropped_no_reference": 0, "ignored_idle": 0,
-            "rejected": 0, "requests": 0, "request_timeouts": 0, "reference_updates": 0,
-            "last_latency_s": float("nan"), "mean_latency_s": float("nan"),
-            "last_input_age_s": float("nan"), "last_inliers": 0}
-
-
-def _as_mickey_error(what: str, err: Exception) -> MickeyError:
-    """``err`` itself when it is one of ours, else a :class:`MickeyError` ``"<what>: <Type>: <first line>"`` caused
-    by it (as ``raise ... from err``)."""
-    if isinstance(err, MickeyError):
-        return err
-    wrapped = MickeyError(f"{what}: {describe_error(err)}")
-    wrapped.__cause__ = err
-    return wrapped
-
-
-def _without_frames(err: BaseException) -> BaseException:
-    """``err`` with the tracebacks of its chain dropped: their frames would keep the network (and its GPU memory)
-    alive for as long as the error is kept."""
-    seen: set[int] = set()
-    link: BaseException | None = err
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        link.__traceback__ = None
-        link = link.__cause__ or link.__context__
-    return err
-
-
-def _load_network(p: Mapping[str, Any]) -> tuple[Any, str]:
-    """The network the parameters name, and how to say which it is in the start-up log."""
-    from mickey_ros.errors import CheckpointError
-    from mickey_ros.model import build_model, load_checkpoint
-    from mickey_ros.model.default import DEFAULT_WEIGHTS, load_default_network
-
-    if p["checkpoint"] == "random":
-        return build_model(p["preset"]), f"random-init preset '{p['preset']}' (checkpoint 'random', testing only)"
-    try:
-        if p["checkpoint"]:
-            backbone = f", backbone {p['backbone_weights']}" if p["backbone_weights"] else ""
-            net = load_checkpoint(p["checkpoint"], backbone_weights=p["backbone_weights"] or None)
-            return net, f"checkpoint {p['checkpoint']}{backbone}"
-        return load_default_network(), f"bundled default network {DEFAULT_WEIGHTS.name}"
-    except CheckpointError as err:
-        text = str(err)
-        raise ParameterError(text if text.startswith(("checkpoint", "backbone")) else f"checkpoint: {text}") from err
-
-
-def _precision_in_effect(precision: str, device: Any) -> str:
-    if precision != "auto":
-        return f"{precision} backbone"
-    return "auto (fp16 backbone)" if device.type == "cuda" else "auto (fp32)"
-
-
-class RelocalizeNode(LifecycleNode):
+class RelocalizeNode(PublishingMixin, LifecycleNode):
     """The relocalisation node, a lifecycle node (see the module docstring for its transitions); ``net`` may be
     given directly (tests), else configure loads it from the parameters.
 
@@ -192,7 +139,7 @@ class RelocalizeNode(LifecycleNode):
         self._warned: set[str] = set()
         self.transition_error: MickeyError | None = None  # why the last transition failed
         self._autostarting = False
-        self.stats, self._latency_sum = _new_stats(), 0.0
+        self.stats, self._latency_sum = new_stats(), 0.0
         p = self.params = declare_parameters(self, PARAMETERS, RULES)  # ParameterError before anything is logged
         self.reference_mode = reference_mode(p)
         self._reference_file: Any = None
@@ -231,7 +178,7 @@ class RelocalizeNode(LifecycleNode):
         self.transition_error = None
         try:
             self._configure()
-        except _Interrupted:
+        except Interrupted:
             self._release(wait=False)
             return FAILURE
         except MickeyError as err:
@@ -283,8 +230,8 @@ class RelocalizeNode(LifecycleNode):
     def _report(self, name: str, err: Exception) -> None:
         """Keep the reason of a failed transition (``transition_error``) and log it, except during autostart (the
         constructor raises it: one line from the console script)."""
-        error = _as_mickey_error(name, err)
-        self.transition_error = _without_frames(error)
+        error = as_mickey_error(name, err)
+        self.transition_error = without_frames(error)
         if not self._autostarting:
             self.get_logger().error(f"{name} failed: {error}")
 
@@ -294,16 +241,16 @@ class RelocalizeNode(LifecycleNode):
 
         p = self.params
         self._reference_file = load_reference(p)  # ParameterError (file, size, K) before the network is loaded
-        net, network = _load_network(p) if self._given_net is None else (self._given_net, "given by the caller")
+        net, network = load_network(p) if self._given_net is None else (self._given_net, "given by the caller")
         self.reloc = Relocalizer(net, device=p["device"], seed=p["seed"], precision=p["precision"],
                                  covariance_scale=p["covariance_scale"])
         del net
-        self.stats, self._latency_sum = _new_stats(), 0.0
+        self.stats, self._latency_sum = new_stats(), 0.0
         if self.pub_pose is None:
             self._create_outputs()
         log = self.get_logger()
         log.info(f"network: {network}, preset {preset_name(self.reloc.net.config)}")
-        log.info(f"device: {self.reloc.device}, precision: {_precision_in_effect(p['precision'], self.reloc.device)}")
+        log.info(f"device: {self.reloc.device}, precision: {precision_in_effect(p['precision'], self.reloc.device)}")
         # the worker warms up and extracts the reference features; waiting for it here never holds SIGINT/SIGTERM
         started = threading.Event()
         self._startup_error = None
@@ -312,30 +259,9 @@ class RelocalizeNode(LifecycleNode):
         self._worker.start()
         while not started.wait(STARTUP_POLL_S):
             if not self.context.ok():
-                raise _Interrupted
+                raise Interrupted
         if self._startup_error is not None:
             raise self._startup_error
-
-    def _create_outputs(self) -> None:
-        """Lifecycle publishers (they publish only while active) and the TF broadcaster, for the node's lifetime:
-        destroying a publisher while a multi-threaded executor builds its wait set can raise in the executor
-        (rclpy issues 1206, 1284: its QoS event handlers), and TF's publisher is tf2_ros's."""
-        from geometry_msgs.msg import PoseWithCovarianceStamped
-        from sensor_msgs.msg import PointCloud2
-        from std_msgs.msg import UInt32
-
-        publisher = self.create_lifecycle_publisher
-        self.pub_pose = publisher(PoseWithCovarianceStamped, "~/relative_pose", 10)
-        self.pub_map_pose = (publisher(PoseWithCovarianceStamped, "~/map_pose", 10)
-                             if self.anchor is not None else None)
-        self.pub_cloud0 = publisher(PointCloud2, "~/keypoints0", 10)
-        self.pub_cloud1 = publisher(PointCloud2, "~/keypoints1", 10)
-        self.pub_inliers = publisher(UInt32, "~/num_inliers", 10)
-        self.pub_diag = self._diagnostics_publisher()
-        self.relative_pose_class = self._relative_pose_class()
-        self.pub_full = (publisher(self.relative_pose_class, "~/relative_pose_full", 10)
-                         if self.relative_pose_class is not None else None)
-        self.tf = self._tf_broadcaster(warn=self.params["tf_mode"] != "none")
 
     def _activate(self) -> None:
         """Subscriptions and services; the synchroniser and the rate gate start empty."""
@@ -474,19 +400,6 @@ class RelocalizeNode(LifecycleNode):
         p = self.params
         return builders.TfNaming(mode=p["tf_mode"], child_suffix=p["child_frame_suffix"], child_frame=p["child_frame"])
 
-    def _tf_description(self) -> str:
-        naming = self.tf_naming
-        if naming.mode == "none":
-            return "none (tf_mode: none)"
-        if self.reference_mode:
-            parent = self.anchor.frame if self.anchor is not None else self.params["frame0"] or DEFAULT_REFERENCE_FRAME
-        else:
-            parent = self.params["frame0"] or "<image0 frame_id>"
-        child = naming.child(self.params["frame1"] or "<image1 frame_id>")
-        what = " (query camera in the map)" if self.anchor is not None else ""
-        where = "" if self.tf is not None else " (not broadcast: tf2_ros is not importable)"
-        return f"{naming.mode}, {parent} -> {child}{what}{where}"
-
     def _mode_description(self) -> str:
         p = self.params
         if p["mode"] == "on_demand":
@@ -508,33 +421,6 @@ class RelocalizeNode(LifecycleNode):
             self.tf_naming = self._tf_naming()
             if self.reloc is not None:
                 self.get_logger().info(f"TF: {self._tf_description()}")
-
-    # -- optional outputs ---------------------------------------------------------------------------------
-    def _tf_broadcaster(self, warn: bool) -> Any:
-        """A broadcaster whenever tf2_ros is there (``tf_mode`` may change at run time), else ``None``."""
-        try:
-            from tf2_ros import TransformBroadcaster
-        except ImportError:
-            if warn:
-                self.get_logger().warning("tf2_ros is not importable: TF output disabled (pose topics still "
-                                          "published)")
-            return None
-        return TransformBroadcaster(self)
-
-    def _relative_pose_class(self) -> Any:
-        cls = relative_pose_class()
-        if cls is None:
-            self.get_logger().info("mickey_ros_msgs is not built: ~/relative_pose_full (RelativePose) is not published "
-                                   "(build it with `mickey-ros make-interfaces DIR` and colcon)")
-        return cls
-
-    def _diagnostics_publisher(self) -> Any:
-        try:
-            from diagnostic_msgs.msg import DiagnosticArray
-        except ImportError:
-            self.get_logger().warning("diagnostic_msgs is not importable: diagnostics disabled")
-            return None
-        return self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _create_services(self) -> list[Any]:
         """``~/set_reference`` (reference mode) and ``~/relocalize`` (on_demand), std_srvs/Trigger, in one callback
@@ -619,7 +505,7 @@ class RelocalizeNode(LifecycleNode):
             if self._running and self._reference_file is not None:
                 self._extract_reference_file()
         except Exception as err:  # noqa: BLE001 - configure reports it
-            self._startup_error = _as_mickey_error("start-up", err)
+            self._startup_error = as_mickey_error("start-up", err)
             return
         finally:
             started.set()
@@ -714,77 +600,6 @@ class RelocalizeNode(LifecycleNode):
         self.get_logger().info(f"reference: {source}, {width}x{height}")
         self._diagnose("reference set")
         return True, f"reference set from the {source} ({width}x{height})"
-
-    def _publish_if_active(self, job: Job, res: Any) -> None:
-        with self._output_lock:  # deactivate takes this lock to clear _active: no output after it returns
-            if self._active:
-                self._publish(job, res)
-
-    def _publish(self, job: Job, res: Any) -> None:
-        from std_msgs.msg import UInt32
-
-        if job.kind == "pair":
-            pair = job.item
-            frames = OutputFrames(self.params["frame0"] or pair.image0.header.frame_id, pair.stamp0,
-                                  self.params["frame1"] or pair.image1.header.frame_id, pair.stamp1)
-        else:
-            frames = OutputFrames(self.params["frame0"] or DEFAULT_REFERENCE_FRAME, job.stamp,
-                                  self.params["frame1"] or job.item.image.header.frame_id, job.stamp)
-        out = pose_messages(self.types, frames, res, self.tf_naming, anchor=self.anchor,
-                            clouds=self.params["publish_clouds"], relative_pose_class=self.relative_pose_class)
-        # TF first: a consumer woken by the pose can already look the transform up
-        if self.tf is not None and out.transforms:
-            child = out.transforms[0].child_frame_id
-            if child in (frames.frame0, out.transforms[0].header.frame_id):
-                self._warn_once(f"TF: child frame {child} is the parent's or camera 0's own frame; no TF published")
-            else:
-                self.tf.sendTransform(out.transforms)
-        self.pub_pose.publish(out.pose)
-        if self.pub_map_pose is not None:
-            self.pub_map_pose.publish(out.map_pose)
-        if out.cloud0 is not None:
-            self.pub_cloud0.publish(out.cloud0)
-            self.pub_cloud1.publish(out.cloud1)
-        self.pub_inliers.publish(UInt32(data=int(res.num_inliers)))
-        if self.pub_full is not None:
-            self.pub_full.publish(out.full)
-
-    def _warn_once(self, text: str) -> None:
-        if text not in self._warned:
-            self._warned.add(text)
-            self.get_logger().warning(text)
-
-    def _diagnose(self, message: str) -> None:
-        """One ``/diagnostics`` status: OK after a pose (``ok``) or a new reference, WARN otherwise.
-
-        Values: the counters of ``stats`` (``received_pairs``; ``processed`` = inferences, of which ``succeeded`` and
-        ``failed`` (no pose); drops by reason: ``dropped_rate`` (max_rate), ``dropped_replaced`` (busy: a newer input
-        replaced it), ``dropped_stale`` (max_age), ``dropped_no_reference``; ``ignored_idle`` (on_demand, no call
-        waiting); ``rejected`` (bad input); ``requests``, ``request_timeouts``, ``reference_updates``), execution
-        time ``last_latency_s`` / ``mean_latency_s`` (s per inference), ``last_input_age_s``, ``last_inliers``,
-        ``info_substituted`` (images paired with their camera's cached CameraInfo, none at their stamp), and
-        ``device``, ``mode``, ``max_rate_hz``, ``inputs`` (``pair`` or ``reference``), ``reference``.
-        """
-        reloc = self.reloc
-        if self.pub_diag is None or reloc is None or not self._active:
-            return
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-
-        level = DiagnosticStatus.OK if message in ("ok", "reference set") else DiagnosticStatus.WARN
-        values = [KeyValue(key=k, value=str(v)) for k, v in self.stats.items()]
-        for key, value in (("info_substituted", self.sync.info_substituted),
-                           ("device", reloc.device), ("mode", self.params["mode"]),
-                           ("max_rate_hz", self.params["max_rate"]),
-                           ("inputs", "reference" if self.reference_mode else "pair"),
-                           ("reference", self.reference_source)):
-            values.append(KeyValue(key=key, value=str(value)))
-        status = DiagnosticStatus(level=level, name="mickey_ros: relocalizer", message=message,
-                                  hardware_id=str(reloc.device), values=values)
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        with self._output_lock:
-            if self._active and self.pub_diag is not None:
-                self.pub_diag.publish(array)
 
     def destroy_node(self) -> None:
         """In any lifecycle state: stop the worker (waiting at most ``STOP_TIMEOUT_S`` for an inference in
