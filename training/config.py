@@ -58,6 +58,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_overlap": 1.0,  # curriculum: (0, 1); overlap_score / mickey_sc: (0.4, 0.8)); bags: no overlap score
         "num_workers": 2,
         "cache_dir": "",  # bag index cache; empty = <run_dir>/index_cache
+        "augment_flip": 0.0,  # training: probability of mirroring a pair left-right (images, depth, K, pose)
+        "augment_color": 0.0,  # training: photometric jitter strength in [0, 1] (training/augment.py)
     },
     "optim": {"lr": 1e-4, "eps": 1e-6, "grad_clip": 5.0},
     "loss": {f.name: f.default for f in dataclasses.fields(LossConfig)},
@@ -94,11 +96,17 @@ MINIMUMS: dict[str, int] = {
     "data.num_workers": 0,
 }
 
+# closed ranges of float keys
+FLOAT_RANGES: dict[str, tuple[float, float]] = {"data.augment_flip": (0.0, 1.0), "data.augment_color": (0.0, 1.0)}
+
 
 def _check_minimum(key: str, dotted: str, value: Any) -> None:
     low = MINIMUMS.get(dotted)
     if low is not None and isinstance(value, int) and value < low:
         raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
+    bounds = FLOAT_RANGES.get(dotted)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{key}: expected a number in [{bounds[0]:g}, {bounds[1]:g}], got {value!r}")
 
 
 def _check_value(key: str, value: Any, default: Any) -> Any:

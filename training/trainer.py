@@ -31,6 +31,7 @@ from mickey_ros.model.checkpoint import read_file, save_checkpoint
 from mickey_ros.model.mickey import PRESETS, MicKey
 from mickey_ros.pipeline import resolve_device
 from training import config as config_mod
+from training.augment import augment_batch
 from training.aux_loss import aux_loss
 from training.data.build import build_dataset, find_bags  # noqa: F401  (re-exported)
 from training.loss import mickey_loss
@@ -101,6 +102,10 @@ def build_network(cfg: dict) -> MicKey:
         net.input_size = input_size
     if m["cache_features"] and not net.config.freeze_backbone:
         raise InputError("model.cache_features: needs a frozen backbone (set model.freeze_backbone=true)")
+    d = cfg["data"]
+    if m["cache_features"] and (d["augment_flip"] > 0 or d["augment_color"] > 0):
+        raise InputError("model.cache_features: features are cached per image name; expected data.augment_flip "
+                         f"and data.augment_color 0, got {d['augment_flip']:g} and {d['augment_color']:g}")
     return net
 
 
@@ -227,6 +232,9 @@ class Trainer:
         dev = self.device
         if self.net.input_size is None:  # recorded in the checkpoints: the Relocalizer's default size budget
             self.net.input_size = (int(batch["image0"].shape[-1]), int(batch["image0"].shape[-2]))
+        d = self.cfg["data"]
+        batch = augment_batch(batch, d["augment_flip"], d["augment_color"], self.cfg["train"]["seed"], self.step,
+                              global_indices)
         im0, im1 = batch["image0"].to(dev), batch["image1"].to(dev)
         features = self.cache is not None
         if features:
