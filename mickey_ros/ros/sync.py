@@ -39,6 +39,51 @@ def _info_for(stamp: int, image_stamps: deque[tuple[int, Any]], infos: deque[tup
     return None
 
 
+class _CameraQueues:
+    """One camera's image and CameraInfo queues (``queue_size`` each) and its newest CameraInfo; counts drops."""
+
+    def __init__(self, info_slop_ns: int, queue_size: int) -> None:
+        self.info_slop_ns, self.queue_size = info_slop_ns, queue_size
+        self.queues: dict[str, deque[tuple[int, Any]]] = {"image": deque(), "info": deque()}
+        self.latest_info: tuple[int, Any] | None = None
+        self.dropped = 0  # messages pushed out of a full queue or made stale by a newer emitted frame
+
+    def push(self, kind: str, stamp_ns: int, msg: Any) -> None:
+        queue = self.queues[kind]
+        queue.append((stamp_ns, msg))
+        if kind == "info" and (self.latest_info is None or stamp_ns >= self.latest_info[0]):
+            self.latest_info = (stamp_ns, msg)
+        if len(queue) > self.queue_size:
+            queue.popleft()
+            self.dropped += 1
+
+    def frames(self) -> list[tuple[int, Any, Any, bool]]:
+        """Images that have their CameraInfo (module docstring), oldest first: (stamp, image, info, substituted)."""
+        images, infos = self.queues["image"], self.queues["info"]
+        frames = []
+        for stamp, image in images:
+            found = _info_for(stamp, images, infos, self.latest_info, self.info_slop_ns)
+            if found is not None:
+                frames.append((stamp, image, found[0], found[1]))
+        return frames
+
+    def drop_until(self, stamp: int) -> None:
+        """Forget what an emitted frame at ``stamp`` makes stale (its own image and CameraInfo are no drops)."""
+        for kind, queue in self.queues.items():
+            limit = stamp + (self.info_slop_ns if kind == "info" else 0)
+            kept = deque(item for item in queue if item[0] > limit)
+            self.dropped += max(len(queue) - len(kept) - 1, 0)
+            self.queues[kind] = kept
+
+
+def _check_sizes(slops: dict[str, float], queue_size: int) -> None:
+    if not all(value >= 0 for value in slops.values()):
+        got = ", ".join(f"{k}={v!r}" for k, v in slops.items())
+        raise InputError(f"{'slop' if 'slop' in slops else 'info_slop'}: expected seconds >= 0, got {got}")
+    if int(queue_size) < 1:
+        raise InputError(f"queue_size: expected an integer >= 1, got {queue_size!r}")
+
+
 @dataclass(frozen=True)
 class SyncedPair:
     """One synchronised pair: each camera's image with its CameraInfo, and the image stamps (ns)."""
@@ -62,49 +107,31 @@ class PairSynchronizer:
     """
 
     def __init__(self, slop: float = 0.05, info_slop: float = 0.001, queue_size: int = 10) -> None:
-        if not slop >= 0 or not info_slop >= 0:
-            raise InputError(f"slop: expected seconds >= 0, got slop={slop!r}, info_slop={info_slop!r}")
-        if int(queue_size) < 1:
-            raise InputError(f"queue_size: expected an integer >= 1, got {queue_size!r}")
+        _check_sizes({"slop": slop, "info_slop": info_slop}, queue_size)
         self.slop_ns = int(round(slop * 1e9))
         self.info_slop_ns = int(round(info_slop * 1e9))
         self.queue_size = int(queue_size)
-        self._queues: dict[str, deque[tuple[int, Any]]] = {s: deque() for s in STREAMS}
-        self._latest_info: dict[str, tuple[int, Any] | None] = {"0": None, "1": None}  # newest CameraInfo per camera
-        self.dropped = 0  # messages pushed out of a full queue or made stale by a newer pair
+        self._cameras = {cam: _CameraQueues(self.info_slop_ns, self.queue_size) for cam in "01"}
         self.info_substituted = 0  # frames emitted with the cached CameraInfo instead of one at their stamp
+
+    @property
+    def dropped(self) -> int:
+        """Messages pushed out of a full queue or made stale by a newer pair."""
+        return sum(camera.dropped for camera in self._cameras.values())
 
     def add(self, stream: str, stamp_ns: int, msg: Any) -> SyncedPair | None:
         """Add one message; returns the newest pair it completes, if any."""
-        if stream not in self._queues:
+        if stream not in STREAMS:
             raise InputError(f"stream: expected one of {', '.join(STREAMS)}, got {stream!r}")
-        queue = self._queues[stream]
-        queue.append((int(stamp_ns), msg))
-        if stream.startswith("info"):
-            latest = self._latest_info[stream[-1]]
-            if latest is None or int(stamp_ns) >= latest[0]:
-                self._latest_info[stream[-1]] = (int(stamp_ns), msg)
-        if len(queue) > self.queue_size:
-            queue.popleft()
-            self.dropped += 1
+        self._cameras[stream[-1]].push(stream[:-1], int(stamp_ns), msg)
         return self._try_pair()
 
     def pending(self, stream: str) -> int:
         """Messages waiting in ``stream`` (e.g. images that never got their CameraInfo)."""
-        return len(self._queues[stream])
-
-    def _frames(self, cam: str) -> list[tuple[int, Any, Any, bool]]:
-        """Images of camera ``cam`` with their CameraInfo (module docstring): (stamp, image, info, substituted)."""
-        images, infos = self._queues[f"image{cam}"], self._queues[f"info{cam}"]
-        frames = []
-        for stamp, image in images:
-            found = _info_for(stamp, images, infos, self._latest_info[cam], self.info_slop_ns)
-            if found is not None:
-                frames.append((stamp, image, found[0], found[1]))
-        return frames
+        return len(self._cameras[stream[-1]].queues[stream[:-1]])
 
     def _try_pair(self) -> SyncedPair | None:
-        frames0, frames1 = self._frames("0"), self._frames("1")
+        frames0, frames1 = self._cameras["0"].frames(), self._cameras["1"].frames()
         best: tuple[int, int, tuple, tuple] | None = None
         for f0 in frames0:
             for f1 in frames1:
@@ -117,16 +144,9 @@ class PairSynchronizer:
             return None
         _, _, f0, f1 = best
         self.info_substituted += int(f0[3]) + int(f1[3])
-        self._drop_until("0", f0[0])
-        self._drop_until("1", f1[0])
+        self._cameras["0"].drop_until(f0[0])
+        self._cameras["1"].drop_until(f1[0])
         return SyncedPair(image0=f0[1], info0=f0[2], image1=f1[1], info1=f1[2], stamp0=f0[0], stamp1=f1[0])
-
-    def _drop_until(self, cam: str, stamp: int) -> None:
-        for stream in (f"image{cam}", f"info{cam}"):
-            queue = self._queues[stream]
-            kept = deque(item for item in queue if item[0] > stamp + (self.info_slop_ns if "info" in stream else 0))
-            self.dropped += max(len(queue) - len(kept) - 1, 0)  # the paired message itself is not a drop
-            self._queues[stream] = kept
 
 
 @dataclass(frozen=True)
@@ -154,44 +174,33 @@ class FrameSynchronizer:
     STREAMS = ("image", "info")
 
     def __init__(self, info_slop: float = 0.001, queue_size: int = 10) -> None:
-        if not info_slop >= 0:
-            raise InputError(f"info_slop: expected seconds >= 0, got {info_slop!r}")
-        if int(queue_size) < 1:
-            raise InputError(f"queue_size: expected an integer >= 1, got {queue_size!r}")
+        _check_sizes({"info_slop": info_slop}, queue_size)
         self.info_slop_ns = int(round(info_slop * 1e9))
         self.queue_size = int(queue_size)
-        self._queues: dict[str, deque[tuple[int, Any]]] = {s: deque() for s in self.STREAMS}
-        self._latest_info: tuple[int, Any] | None = None
-        self.dropped = 0
+        self._camera = _CameraQueues(self.info_slop_ns, self.queue_size)
         self.info_substituted = 0  # frames emitted with the cached CameraInfo instead of one at their stamp
+
+    @property
+    def dropped(self) -> int:
+        """Messages pushed out of a full queue or made stale by a newer frame."""
+        return self._camera.dropped
 
     def add(self, stream: str, stamp_ns: int, msg: Any) -> SyncedFrame | None:
         """Add one message (``stream`` ``image`` or ``info``); returns the frame it completes, if any."""
-        if stream not in self._queues:
+        if stream not in self.STREAMS:
             raise InputError(f"stream: expected one of {', '.join(self.STREAMS)}, got {stream!r}")
-        queue = self._queues[stream]
-        queue.append((int(stamp_ns), msg))
-        if stream == "info" and (self._latest_info is None or int(stamp_ns) >= self._latest_info[0]):
-            self._latest_info = (int(stamp_ns), msg)
-        if len(queue) > self.queue_size:
-            queue.popleft()
-            self.dropped += 1
-        images, infos = self._queues["image"], self._queues["info"]
-        for stamp, image in reversed(images):  # newest image first
-            found = _info_for(stamp, images, infos, self._latest_info, self.info_slop_ns)
-            if found is not None:
-                for name in self.STREAMS:
-                    limit = stamp + (self.info_slop_ns if name == "info" else 0)
-                    kept = deque(item for item in self._queues[name] if item[0] > limit)
-                    self.dropped += max(len(self._queues[name]) - len(kept) - 1, 0)  # the used message is no drop
-                    self._queues[name] = kept
-                self.info_substituted += int(found[1])
-                return SyncedFrame(image=image, info=found[0], stamp=stamp)
-        return None
+        self._camera.push(stream, int(stamp_ns), msg)
+        frames = self._camera.frames()
+        if not frames:
+            return None
+        stamp, image, info, substituted = frames[-1]  # the newest complete frame
+        self._camera.drop_until(stamp)
+        self.info_substituted += int(substituted)
+        return SyncedFrame(image=image, info=info, stamp=stamp)
 
     def pending(self, stream: str) -> int:
         """Messages waiting in ``stream``."""
-        return len(self._queues[stream])
+        return len(self._camera.queues[stream])
 
 
 def pair_stream(messages: Iterable[tuple[str, int, Any]], **kwargs: Any) -> Iterator[SyncedPair]:
