@@ -2,8 +2,13 @@
 
 Method
 ------
-* Network: the bundled default network (``mickey_ros.model.default.load_default_network``, the trained ``tiny``
-  preset), eval mode, ``no_grad``, fp32 (``precision="fp32"``), solver at its official test-time defaults, seed 0.
+* Network (``--network``): ``default`` = the bundled default network (``mickey_ros.model.default.
+  load_default_network``, the trained ``tiny`` preset); ``official-size`` = the ``official`` preset (DINOv2 ViT-L/14
+  backbone + MicKey heads, 347 M parameters) with random weights: the official model's compute, no weights needed
+  (timing only; the solver then sees random matches, which cost what real ones cost: the solver's work does not
+  depend on the values). Eval mode, ``no_grad``, fp32 (``precision="fp32"``), solver at its official test-time
+  defaults, seed 0. The ratio depends on how the time splits between network and solver: a query saves one
+  network run of the pair's two, so it is ``(N + S) / (2N + S)`` with N one network run and S matching + solver.
 * Images: the bundled demo pair (``mickey_ros/data/demo/im0.png`` = reference, ``im1.png`` = query, 224x294,
   K from ``intrinsics.txt``) and the same pair resized to twice the size (448x588, K rescaled with the half-pixel
   convention), where the network's share of the time is larger.
@@ -17,7 +22,8 @@ Method
   per size ``query_over_pair`` = median(cached_query) / median(full_pair) (target: about 0.5) with the same ratio
   of the p25 and of the p75 values as its spread; and the environment (torch, threads, device, CPU, git commit).
 
-Run: ``nice -n 10 python bench/bench_reference.py [--device cpu]`` -> ``bench/results/reference_<device>.json``.
+Run: ``nice -n 10 python bench/bench_reference.py [--device cpu] [--network official-size --scales 1]`` ->
+``bench/results/reference_<device>.json`` (``reference_<device>_official_size.json`` for the official size).
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ from bench_solver import environment  # noqa: E402
 
 from mickey_ros import Relocalizer  # noqa: E402
 from mickey_ros.geometry.camera import rescale_intrinsics  # noqa: E402
+from mickey_ros.model import build_model  # noqa: E402
 from mickey_ros.model.default import DEFAULT_WEIGHTS, load_default_network  # noqa: E402
 
 DEMO = REPO / "mickey_ros" / "data" / "demo"
@@ -103,16 +110,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--scales", type=int, nargs="+", default=list(SCALES),
                         help="image sizes as multiples of the 224x294 demo pair")
+    parser.add_argument("--network", choices=("default", "official-size"), default="default")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.repeats < 20:
         parser.error("--repeats: expected at least 20")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    reloc = Relocalizer(load_default_network(), device=device, seed=0, precision="fp32")
-    results = {"environment": environment(device, args.threads), "network": DEFAULT_WEIGHTS.name,
+    if args.network == "official-size":
+        net, name, suffix = build_model("official"), "official preset, random weights (official size)", "_official_size"
+    else:
+        net, name, suffix = load_default_network(), DEFAULT_WEIGHTS.name, ""
+    reloc = Relocalizer(net, device=device, seed=0, precision="fp32")
+    results = {"environment": environment(device, args.threads), "network": name,
                "precision": "fp32", "repeats": args.repeats, "warmup": args.warmup, "sizes": []}
-    out = args.out or REPO / "bench" / "results" / f"reference_{device.type}.json"
+    out = args.out or REPO / "bench" / "results" / f"reference_{device.type}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for scale in args.scales:  # the file is rewritten after each size: a long run keeps what it measured
         results["sizes"].append(run_size(reloc, scale, args.repeats, args.warmup, device))
