@@ -5,7 +5,9 @@
         [--config FILE] [--set section.key=value ...] [--sample N]
 
 ``--checkpoint default`` evaluates the bundled default network. ``--sample N``: a seeded random subset of N pairs.
-With ``--set data.depth_topic=...`` (RGB-D bags) the predicted depth at the keypoints is compared with the sensor's.
+With ``--set data.depth_topic=...`` (RGB-D bags) the predicted depth at the keypoints is compared with the sensor's
+(ratio, correlation, error, per-image scale error) and ``sensor_depth_pose`` scores the network's matches with the
+sensor depth: whether depth or matching limits the pose.
 
 ``--kind mapfree``: ``DIR`` is a Map-free root; the pairs are the benchmark's (reference vs every 5th query),
 the submission zip is scored by :func:`mickey_ros.mapfree.evaluate_submission` (the benchmark's own rules).
@@ -45,32 +47,61 @@ def sample_pairs(num_pairs: int, sample: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(num_pairs, size=sample, replace=False).tolist())
 
 
-def depth_summary(net: Any, item: dict[str, Any], device: Any) -> list[tuple[float, float]]:
-    """Per view of a pair with sensor depth: (median predicted / sensor depth, Pearson correlation of the log
-    depths) over the keypoints with a valid sensor depth (nearest pixel)."""
+def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, float]], np.ndarray | None]:
+    """Predicted vs sensor depth for a pair with sensor depth (diagnosis: is the pose limited by depth or matches?).
+
+    Per view, over the keypoints with a valid sensor depth (nearest pixel): ``ratio`` (median predicted / sensor),
+    ``logcorr`` (Pearson correlation of the log depths), ``abs_log_err`` (median |log(predicted / sensor)|) and
+    ``log_scale`` (median log(predicted / sensor): the view's scale error; ``abs_log_err`` minus what a per-image
+    scale explains is shape error). And the pose from the network's own matches with the sensor depth at the
+    keypoints (the network's depth where the sensor has none), solved as the Relocalizer does (its solver and
+    seed): ``[4, 4]`` ``T_0to1``, or None when the solver finds none or a view has under 3 valid depths.
+    """
+    from mickey_ros.geometry.camera import backproject
+    from mickey_ros.solver import solve_relative_pose
     from training.aux_loss import sample_depth
 
-    rows = []
+    net, device = reloc.net, reloc.device
+    rows, outs, depths, Ks = [], [], [], []
     for k in (0, 1):
         focal = item[f"K_color{k}"][0, 0].reshape(1).float().to(device)  # fx of this image (focal-relative depth)
         out = net(item[f"image{k}"][None].to(device), focal)
         z = sample_depth(item[f"depth{k}"][None].to(device), out.kpts)[0]
         d = out.depth[0]
         ok = torch.isfinite(z) & (z > 0) & (d > 0)
+        outs.append(out)
+        depths.append(torch.where(ok, z, d))
+        Ks.append(item[f"K_color{k}"].double()[None].to(device))
         if int(ok.sum()) < 3:
             continue
+        log_ratio = (d[ok].double() / z[ok].double()).log()
         ld, lz = d[ok].double().log(), z[ok].double().log()
-        corr = float(torch.corrcoef(torch.stack([ld, lz]))[0, 1])
-        rows.append((float((d[ok] / z[ok]).median()), corr))
-    return rows
+        rows.append({"ratio": float(log_ratio.exp().median()),
+                     "logcorr": float(torch.corrcoef(torch.stack([ld, lz]))[0, 1]),
+                     "abs_log_err": float(log_ratio.abs().median()), "log_scale": float(log_ratio.median())})
+    if len(rows) < 2:
+        return rows, None
+    P = net.match(outs[0], outs[1])[0].float()
+    pts = [backproject(o.kpts.double(), z[None].double(), K)[0] for o, z, K in zip(outs, depths, Ks)]
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(reloc.seed) if reloc.seed is not None else 0)
+    est = solve_relative_pose(pts[0], pts[1], P, reloc.solver, generator=generator)
+    if not est.success:
+        return rows, None
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = est.R.double().cpu().numpy(), est.t.double().cpu().numpy().reshape(3)
+    return rows, T
 
 
 def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,
                      indices: list[int] | None = None, batch: int = 1,
                      ) -> tuple[dict[str, Any], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
     """Run the Relocalizer on the dataset's pairs (``indices``, else the first ``max_pairs``) and score them as
-    Map-free does. Items with sensor depth (``depth0``/``depth1``) add ``depth_ratio_median`` and
-    ``depth_logcorr_median`` (predicted vs sensor depth at the keypoints, over images).
+    Map-free does. Items with sensor depth (``depth0``/``depth1``) add, over images, ``depth_ratio_median``,
+    ``depth_logcorr_median``, ``depth_abs_log_err_median`` and ``depth_scale_abs_log_median`` (per-image scale
+    error), over pairs ``depth_pair_scale_diff_median`` (|log scale0 - log scale1|: the part a rigid fit cannot
+    absorb), and ``sensor_depth_pose``: the pose summary (with ``identity``) of the network's matches with the
+    sensor depth (:func:`depth_diagnostics`): near-perfect there means depth, not matching, limits the pose.
 
     A pair that raises (unreadable frame, implausible intrinsics, ...) counts as a failure and its reason as an
     entry of ``metrics["skipped"]`` (reason -> count); the run goes on. ``batch`` pairs go through the network at
@@ -96,7 +127,9 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     failures = 0
     summary_rows: dict[str, list[Any]] = {"T_est": [], "T_gt": [], "K": [], "size": [], "confidence": []}
     count = len(dataset) if max_pairs is None else min(len(dataset), max_pairs)
-    depth_rows: list[tuple[float, float]] = []
+    depth_rows: list[dict[str, float]] = []
+    pair_scale_diffs: list[float] = []
+    sensor_rows: dict[str, list[Any]] = {"T_est": [], "T_gt": [], "K": [], "size": []}
     skipped: dict[str, int] = {}
     nees_values: list[float] = []
     undetermined = 0
@@ -136,7 +169,16 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
                     continue
                 try:
                     if "depth0" in item:
-                        depth_rows.extend(depth_summary(reloc.net, item, reloc.device))
+                        rows, T_sensor = depth_diagnostics(reloc, item)
+                        depth_rows.extend(rows)
+                        if len(rows) == 2:
+                            pair_scale_diffs.append(abs(rows[0]["log_scale"] - rows[1]["log_scale"]))
+                        T_gt = item["T_0to1"].double().numpy()
+                        if np.all(np.isfinite(T_gt)):
+                            for key, value in (("T_est", T_sensor), ("T_gt", T_gt),
+                                               ("K", item["K_color1"].double().numpy()),
+                                               ("size", tuple(item["image1"].shape[-1:-3:-1]))):
+                                sensor_rows[key].append(value)
                 except Exception as err:  # noqa: BLE001
                     skip(err)
                     continue
@@ -175,8 +217,15 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     metrics["covariance"] = dict(nees_summary(nees_values), covariance_scale=reloc.covariance_scale,
                                  undetermined=undetermined)
     if depth_rows:
-        metrics["depth_ratio_median"] = float(np.median([r for r, _ in depth_rows]))
-        metrics["depth_logcorr_median"] = float(np.median([c for _, c in depth_rows]))
+        for key, name in (("ratio", "depth_ratio_median"), ("logcorr", "depth_logcorr_median"),
+                          ("abs_log_err", "depth_abs_log_err_median")):
+            metrics[name] = float(np.median([row[key] for row in depth_rows]))
+        metrics["depth_scale_abs_log_median"] = float(np.median([abs(row["log_scale"]) for row in depth_rows]))
+    if pair_scale_diffs:
+        metrics["depth_pair_scale_diff_median"] = float(np.median(pair_scale_diffs))
+    if sensor_rows["T_gt"]:
+        metrics["sensor_depth_pose"] = summarize_poses(sensor_rows["T_est"], sensor_rows["T_gt"], sensor_rows["K"],
+                                                       sensor_rows["size"])
     return metrics, estimates
 
 

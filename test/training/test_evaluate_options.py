@@ -42,6 +42,9 @@ def test_sampled_evaluation_with_overrides_reports_depth_at_keypoints(rgbd, tmp_
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["num_pairs"] == 3 and metrics["identity"]["num_pairs"] == 3
     assert 0 < metrics["depth_ratio_median"] < 100 and -1 <= metrics["depth_logcorr_median"] <= 1
+    assert metrics["depth_abs_log_err_median"] > 0 and metrics["depth_scale_abs_log_median"] > 0
+    assert metrics["depth_pair_scale_diff_median"] >= 0
+    assert metrics["sensor_depth_pose"]["num_pairs"] == 3 and "identity" in metrics["sensor_depth_pose"]
     capsys.readouterr()
     assert evaluate.main(["--checkpoint", str(ckpt), "--data", str(root / "val"), "--sample", "0",
                           "--set", f"data.cache_dir={tmp_path}", "--out", str(tmp_path / "o2")]) == 2
@@ -49,3 +52,51 @@ def test_sampled_evaluation_with_overrides_reports_depth_at_keypoints(rgbd, tmp_
     assert evaluate.main(["--checkpoint", str(ckpt), "--data", str(root / "val"), "--set", "data.nope=1",
                           "--out", str(tmp_path / "o3")]) == 2
     assert "unknown key data.nope" in capsys.readouterr().err
+
+
+class _ScaledDepth(torch.nn.Module):
+    """The network with its depth replaced by the sensor's at the keypoints times a factor per call (view)."""
+
+    def __init__(self, net, depths, factors):
+        super().__init__()
+        self.net, self.depths, self.factors, self.calls = net, depths, factors, 0
+
+    def forward(self, image, focal):
+        from training.aux_loss import sample_depth
+
+        out = self.net(image, focal)
+        k = self.calls % 2
+        self.calls += 1
+        out.depth = sample_depth(self.depths[k][None], out.kpts) * self.factors[k]
+        return out
+
+    def match(self, out0, out1):
+        return self.net.match(out0, out1)
+
+
+def test_depth_diagnostics_separate_scale_from_shape_and_solve_with_the_sensor_depth(rgbd, tmp_path):
+    from mickey_ros.model import load_checkpoint
+    from mickey_ros.pipeline import Relocalizer
+    from training import config as config_mod
+    from training.data.build import build_dataset
+
+    root, ckpt = rgbd
+    cfg = config_mod.resolve(None, [f"data.val=[{root / 'val'}]", "data.max_baseline_m=3.0", "data.max_angle_deg=60",
+                                    "data.depth_topic=/camera/depth/image_raw", f"data.cache_dir={tmp_path}"])
+    item = build_dataset(cfg, "val", tmp_path)[0]
+    net = load_checkpoint(ckpt).eval()
+    reloc = Relocalizer(net, device="cpu", seed=0)
+    poses = []
+    with torch.no_grad():
+        for factors in ((2.0, 1.0), (0.5, 3.0)):
+            reloc.net = _ScaledDepth(net, (item["depth0"], item["depth1"]), factors)
+            rows, T = evaluate.depth_diagnostics(reloc, item)
+            assert [r["ratio"] for r in rows] == pytest.approx(list(factors), rel=1e-5)
+            assert [r["log_scale"] for r in rows] == pytest.approx([float(torch.tensor(f).log()) for f in factors],
+                                                                   abs=1e-5)
+            assert [r["abs_log_err"] for r in rows] == pytest.approx([abs(r["log_scale"]) for r in rows], abs=1e-6)
+            assert [r["logcorr"] for r in rows] == pytest.approx([1.0, 1.0], abs=1e-6)  # pure scale: same shape
+            poses.append(T)
+    # the sensor-depth pose does not see the network's depth at all: the same for both factors, and a real pose
+    assert poses[0] is not None and poses[0] == pytest.approx(poses[1], abs=1e-9)
+    assert abs(float(torch.linalg.det(torch.from_numpy(poses[0][:3, :3]))) - 1) < 1e-9
