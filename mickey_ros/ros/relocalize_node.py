@@ -50,6 +50,10 @@ manager; a configure failure is then raised (:class:`~mickey_ros.errors.MickeyEr
 one line and exits with code 2). Every parameter is checked at construction and on ``set_parameters``
 (:mod:`mickey_ros.ros.node_common`). Configure logs the network, device and precision, activate the inputs with
 their QoS, the mode and the TF frames.
+
+The publishing half (publishers, one pose's messages, ``/diagnostics``) is :mod:`mickey_ros.ros.relocalize_publishing`;
+network loading and the counters are :mod:`mickey_ros.ros.relocalize_setup`; the parameter tables
+:mod:`mickey_ros.ros.relocalize_config`.
 """
 from __future__ import annotations
 
