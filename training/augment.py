@@ -23,14 +23,15 @@ from typing import Any
 
 import torch
 
+from training.seeding import pair_generator
+
 AUGMENT_SEED_OFFSET = 7919  # keeps the augmentation's stream apart from the loss's (same seed, step, pair)
 FLIPPED_KEYS = ("image0", "image1", "depth0", "depth1")
 
 
 def augment_generator(seed: int, step: int, global_index: int) -> torch.Generator:
-    """The CPU generator of one pair's augmentation at one optimiser step."""
-    gen = torch.Generator(device="cpu")
-    return gen.manual_seed(((seed + AUGMENT_SEED_OFFSET) * 1_000_003 + step) * 10_007 + global_index)
+    """The CPU generator of one pair's augmentation at one optimiser step (the loss's scheme, its own stream)."""
+    return pair_generator(seed + AUGMENT_SEED_OFFSET, step, global_index, "cpu")
 
 
 def flip_pair(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -63,7 +64,8 @@ def jitter_colour(image: torch.Tensor, strength: float, gen: torch.Generator) ->
     gamma = torch.exp(uniform(1, s / 2))
     noise = torch.randn(image.shape, generator=gen, dtype=torch.float32) * (0.02 * s)
     x = image * (brightness * channels).to(image.dtype)[:, None, None]
-    x = (x - x.mean()) * float(contrast) + x.mean()
+    mean = x.mean()
+    x = (x - mean) * float(contrast) + mean
     x = x.clamp(0, 1) ** float(gamma) + noise.to(image.dtype)
     return x.clamp(0, 1)
 

@@ -37,6 +37,7 @@ from mickey_ros.errors import InputError, MickeyError, describe_error  # noqa: E
 from mickey_ros.geometry.covariance import nees, nees_summary  # noqa: E402
 from mickey_ros.geometry.metrics import pose_errors, vcre  # noqa: E402
 from mickey_ros.geometry.pose_eval import KEYS as SUMMARY_KEYS, summarize_poses  # noqa: E402
+from mickey_ros.geometry.se3 import make_T  # noqa: E402
 from mickey_ros.mapfree import aggregate_results, write_submission  # noqa: E402
 
 
@@ -74,8 +75,8 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
         Ks.append(item[f"K_color{k}"].double()[None].to(device))
         if int(ok.sum()) < 3:
             continue
-        log_ratio = (d[ok].double() / z[ok].double()).log()
         ld, lz = d[ok].double().log(), z[ok].double().log()
+        log_ratio = ld - lz
         rows.append({"ratio": float(log_ratio.exp().median()),
                      "logcorr": float(torch.corrcoef(torch.stack([ld, lz]))[0, 1]),
                      "abs_log_err": float(log_ratio.abs().median()), "log_scale": float(log_ratio.median())})
@@ -88,9 +89,7 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
     est = solve_relative_pose(pts[0], pts[1], P, reloc.solver, generator=generator)
     if not est.success:
         return rows, None
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = est.R.double().cpu().numpy(), est.t.double().cpu().numpy().reshape(3)
-    return rows, T
+    return rows, make_T(est.R.double().cpu().numpy(), est.t.double().cpu().numpy().reshape(3))
 
 
 def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,

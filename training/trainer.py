@@ -35,6 +35,7 @@ from training.augment import augment_batch
 from training.aux_loss import aux_loss
 from training.data.build import build_dataset, find_bags  # noqa: F401  (re-exported)
 from training.loss import mickey_loss
+from training.seeding import pair_generator  # noqa: F401  (re-exported; the loss's generators)
 
 log = logging.getLogger("mickey_ros.training")
 
@@ -62,16 +63,6 @@ def epoch_batches(order: list[int], batch_size: int, rank: int, world: int) -> l
     per_step = batch_size * world
     return [order[s + rank * batch_size: s + (rank + 1) * batch_size]
             for s in range(0, len(order) - per_step + 1, per_step)]
-
-
-def pair_generator(seed: int, step: int, global_index: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """The loss's random generator of one pair at one step (independent of batch layout and world size).
-
-    It lives on ``device``, the device of ``P``: torch samples with a generator only on the generator's own
-    device (a CPU generator with CUDA ``P`` raises). The same seed gives different streams on CPU and CUDA.
-    """
-    gen = torch.Generator(device=device)
-    return gen.manual_seed(((seed * 1_000_003 + step) * 10_007 + global_index) % (2**63 - 1))
 
 
 # -- model ------------------------------------------------------------------------------------------------------

@@ -77,9 +77,10 @@ class _CameraQueues:
 
 
 def _check_sizes(slops: dict[str, float], queue_size: int) -> None:
+    """``slops`` (name -> seconds, the first name is the one the error names) >= 0 and ``queue_size`` >= 1."""
     if not all(value >= 0 for value in slops.values()):
         got = ", ".join(f"{k}={v!r}" for k, v in slops.items())
-        raise InputError(f"{'slop' if 'slop' in slops else 'info_slop'}: expected seconds >= 0, got {got}")
+        raise InputError(f"{next(iter(slops))}: expected seconds >= 0, got {got}")
     if int(queue_size) < 1:
         raise InputError(f"queue_size: expected an integer >= 1, got {queue_size!r}")
 
