@@ -4,12 +4,13 @@ Method
 ------
 * Random-initialised networks (timing does not depend on the weights), seeded; eval mode, ``no_grad``.
 * Per image, batch 1: ``backbone_features`` then ``forward_heads``, timed together (``forward``);
-  presets ``tiny`` and ``official`` (DINOv2 ViT-L/14 + heads) at 224x294 (H x W, 16 x 21 patches);
+  presets ``tiny``, ``small`` (the bundled default's architecture: conv stem + ViT, focal-relative depth, fx
+  0.8 x width) and ``official`` (DINOv2 ViT-L/14 + heads) at 224x294 (H x W, 16 x 21 patches);
   the official backbone also under bf16 autocast (heads in float32, as the Relocalizer runs it);
   ``--full`` adds the official preset at the Map-free size 720x540 (51 x 38 patches; ~12 s per image here).
 * ``pair_estimate``: one ``Relocalizer.estimate`` on a pair (two forwards + matching + solver), per preset.
 * ``torch.set_num_threads(THREADS)`` (2 by default); warm-up calls first, then repeated timed calls with
-  ``time.perf_counter`` (CUDA: synchronised inside the timed region); repeats: tiny 20 (3 warm-up), official 5
+  ``time.perf_counter`` (CUDA: synchronised inside the timed region); repeats: tiny/small 20 (3 warm-up), official 5
   (1 warm-up); median, p25, p75, IQR (= p75 - p25, ``statistics.quantiles`` exclusive method), min, max in ms,
   plus torch version, threads, device, CPU and git commit.
 
@@ -81,6 +82,10 @@ def main() -> None:
     tiny = build_model("tiny", device=device).eval()
     add("forward", "tiny", (224, 294), forward_case(tiny, 224, 294, device, None, 20, 3), precision="fp32")
     add("pair_estimate", "tiny", (224, 294), pair_case(tiny, 224, 294, device, 20, 2), precision="fp32")
+    torch.manual_seed(0)
+    small = build_model("small", device=device).eval()
+    add("forward", "small", (224, 294), forward_case(small, 224, 294, device, None, 20, 3), precision="fp32")
+    add("pair_estimate", "small", (224, 294), pair_case(small, 224, 294, device, 20, 2), precision="fp32")
     official = build_model("official", device=device).eval()
     add("forward", "official", (224, 294), forward_case(official, 224, 294, device, None, 5, 1), precision="fp32")
     add("forward", "official", (224, 294), forward_case(official, 224, 294, device, torch.bfloat16, 5, 1),

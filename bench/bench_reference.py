@@ -3,7 +3,7 @@
 Method
 ------
 * Network (``--network``): ``default`` = the bundled default network (``mickey_ros.model.default.
-  load_default_network``, the trained ``tiny`` preset); ``official-size`` = the ``official`` preset (DINOv2 ViT-L/14
+  load_default_network``, the trained ``small`` preset); ``official-size`` = the ``official`` preset (DINOv2 ViT-L/14
   backbone + MicKey heads, 347 M parameters) with random weights: the official model's compute, no weights needed
   (timing only; the solver then sees random matches, which cost what real ones cost: the solver's work does not
   depend on the values). Eval mode, ``no_grad``, fp32 (``precision="fp32"``), solver at its official test-time

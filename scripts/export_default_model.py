@@ -1,6 +1,6 @@
 """Write the bundled default network from a training checkpoint (weights only, float16, with provenance).
 
-    python scripts/export_default_model.py runs/default_tiny/checkpoints/best.ckpt [--out mickey_ros/data/default_tiny.pt]
+    python scripts/export_default_model.py runs/default_small_focal/checkpoints/last.ckpt [--out mickey_ros/data/default_small.pt]
 """
 from __future__ import annotations
 

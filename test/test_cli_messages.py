@@ -163,11 +163,12 @@ def test_load_default_network_is_exported_and_loads_the_bundled_weights():
 
     assert "load_default_network" in model.__all__
     net = load_default_network()
-    assert net.preset == "tiny" and not net.training
+    assert net.preset == "small" and not net.training
+    assert net.input_size == (294, 224) and net.config.depth_focal_ref > 0  # recorded in the file
     bundled = load_checkpoint(DEFAULT_WEIGHTS).state_dict()
     state = net.state_dict()
     assert state.keys() == bundled.keys()
     assert all(torch.equal(state[k], bundled[k]) for k in state)
     torch.manual_seed(0)
-    random_state = build_model("tiny").state_dict()
+    random_state = build_model("small").state_dict()
     assert not all(torch.equal(state[k], random_state[k]) for k in state if k.endswith("weight"))

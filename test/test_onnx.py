@@ -1,6 +1,7 @@
 """ONNX export (`mickey-ros export-onnx`) and the onnxruntime backend: contract, parity with torch, CLI errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -21,8 +22,14 @@ from mickey_ros.onnx_backend import OnnxNetwork  # noqa: E402
 from mickey_ros.onnx_export import baked_pos_embed, export_onnx  # noqa: E402
 from mickey_ros.pipeline import Relocalizer  # noqa: E402
 
-TOL = {"kpts": 1e-4, "depth": 1e-4, "scores": 1e-5, "descriptors": 1e-4}
+OUTPUTS = ("kpts", "depth", "scores", "descriptors")
+# Parity bound: 32 float32 ulps of each output's largest magnitude. onnxruntime and torch sum the same convolutions
+# and matrix products in different orders, so two correct backends differ by rounding that grows with the value's
+# magnitude (measured: up to 14 ulps, descriptors of the bundled network; keypoints 1.4e-4 px at 290 px = 5 ulps).
+# A wrong graph (a missing op, a wrong constant, another resize) is off by far more.
+ULPS = 32
 H, W = 224, 294  # the bundled default's training size (16 x 21 patches)
+FOCAL = 220.0  # px, the demo images' fx (the bundled network's depth is focal-relative)
 
 
 def _images(batch: int, height: int = H, width: int = W) -> torch.Tensor:
@@ -37,20 +44,25 @@ def _images(batch: int, height: int = H, width: int = W) -> torch.Tensor:
 
 
 def _max_diffs(net, onnx_net: OnnxNetwork, images: torch.Tensor, focal=None) -> dict[str, float]:
+    """Largest |onnxruntime - torch| of each output, in float32 ulps of the torch output's largest magnitude."""
     with torch.no_grad():
         ref = net(images, focal)
     got = onnx_net(images, focal)
     assert got.grid_hw == ref.grid_hw
     diffs = {}
-    for name in TOL:
+    for name in OUTPUTS:
         a, b = getattr(ref, name), getattr(got, name)
         assert a.shape == b.shape and b.dtype == torch.float32, name
-        diffs[name] = float((a - b).abs().max())
+        diffs[name] = float((a - b).abs().max() / (a.abs().max() * torch.finfo(torch.float32).eps))
     return diffs
 
 
 def _assert_parity(diffs: dict[str, float]) -> None:
-    assert all(diffs[k] <= TOL[k] for k in TOL), diffs
+    assert all(diffs[k] <= ULPS for k in OUTPUTS), diffs
+
+
+def _focal(batch: int) -> torch.Tensor:
+    return torch.linspace(0.8, 1.2, batch) * FOCAL
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +109,22 @@ def test_baked_positional_embedding_is_the_runtime_one():
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_default_network_parity(default_onnx, batch):
-    _assert_parity(_max_diffs(load_default_network(), OnnxNetwork(default_onnx), _images(batch)))
+    _assert_parity(_max_diffs(load_default_network(), OnnxNetwork(default_onnx), _images(batch), _focal(batch)))
+
+
+def test_parity_bound_rejects_a_wrong_graph(default_onnx, monkeypatch):
+    """The ulp bound is tight enough to see a small real error: depth off by 1e-5 relative, keypoints by 0.01 px."""
+    onnx_net, net = OnnxNetwork(default_onnx), load_default_network()
+    images, focal = _images(1), _focal(1)
+    _assert_parity(_max_diffs(net, onnx_net, images, focal))
+    forward = OnnxNetwork.forward
+    for name, change in (("depth", lambda v: v * (1 + 1e-5)), ("kpts", lambda v: v + 0.01)):
+        def wrong(self, *args, name=name, change=change):
+            out = forward(self, *args)
+            return dataclasses.replace(out, **{name: change(getattr(out, name))})
+
+        monkeypatch.setattr(OnnxNetwork, "forward", wrong)
+        assert _max_diffs(net, onnx_net, images, focal)[name] > ULPS, name
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -143,7 +170,7 @@ def test_file_contract_and_metadata(default_onnx):
     def dims(value):
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
-    assert [(i.name, dims(i)) for i in model.graph.input] == [("image", ["batch", 3, H, W])]
+    assert [(i.name, dims(i)) for i in model.graph.input] == [("image", ["batch", 3, H, W]), ("focal", ["batch"])]
     n = (H // 14) * (W // 14)
     assert [(o.name, dims(o)) for o in model.graph.output] == [
         ("kpts", ["batch", n, 2]), ("depth", ["batch", n]), ("scores", ["batch", n]),
@@ -153,23 +180,64 @@ def test_file_contract_and_metadata(default_onnx):
 
     assert meta["format"] == "mickey_ros.onnx" and meta["mickey_ros_version"] == __version__
     assert meta["opset"] == "17" and any(o.domain in ("", "ai.onnx") and o.version == 17 for o in model.opset_import)
-    assert meta["preset"] == "tiny" and meta["input_size"] == f"{W} {H}"
-    assert float(meta["depth_focal_ref"]) == 0.0
+    assert meta["preset"] == "small" and meta["input_size"] == f"{W} {H}"
+    assert float(meta["depth_focal_ref"]) == net.config.depth_focal_ref > 0
     assert json.loads(meta["model_config"])["backbone"] == net.config.backbone
     assert np.float32(float(meta["dustbin_score"])) == net.matcher.matching_mat.dustbin_score.detach().numpy()
     onnx_net = OnnxNetwork(default_onnx)
     assert onnx_net.config == net.config and onnx_net.input_size == net.input_size == (W, H)
 
 
-def test_onnxruntime_backend_gives_the_torch_pose(default_onnx, demo_pair):
+def test_onnxruntime_backend_feeds_and_matches_like_torch(default_onnx, demo_pair, monkeypatch):
+    """The onnxruntime Relocalizer gives the network exactly the torch Relocalizer's inputs (resized image, fx),
+    gets outputs within the parity bound, and matches them exactly as the torch network does."""
+    image0, K0, image1, K1 = demo_pair
+    net, onnx_net = load_default_network(), OnnxNetwork(default_onnx)
+    torch_in, onnx_in = {"images": [], "focal": []}, {"images": [], "focal": []}
+    backbone, heads, forward = net.backbone_features, net.forward_heads, OnnxNetwork.forward
+
+    def record_backbone(images):
+        torch_in["images"] += list(images)
+        return backbone(images)
+
+    def record_heads(features, focal):
+        torch_in["focal"] += list(focal)
+        return heads(features, focal)
+
+    def record_onnx(self, images, focal=None):
+        onnx_in["images"] += list(images)
+        onnx_in["focal"] += list(focal)
+        return forward(self, images, focal)
+
+    monkeypatch.setattr(net, "backbone_features", record_backbone)
+    monkeypatch.setattr(net, "forward_heads", record_heads)
+    monkeypatch.setattr(OnnxNetwork, "forward", record_onnx)
+    assert Relocalizer(net, seed=0).estimate(image0, K0, image1, K1).success
+    assert Relocalizer(onnx_net, seed=0).estimate(image0, K0, image1, K1).success
+    assert len(torch_in["images"]) == len(onnx_in["images"]) == 2
+    for key in ("images", "focal"):
+        assert all(torch.equal(a, b) for a, b in zip(torch_in[key], onnx_in[key])), key
+    images, focal = torch.stack(onnx_in["images"]), torch.stack(onnx_in["focal"])
+    monkeypatch.setattr(OnnxNetwork, "forward", forward)
+    _assert_parity(_max_diffs(load_default_network(), onnx_net, images, focal))
+    outs = [onnx_net(images[i:i + 1], focal[i:i + 1]) for i in (0, 1)]
+    assert torch.equal(onnx_net.match(*outs), net.match(*outs))
+
+
+def test_onnxruntime_backend_pose_near_the_torch_pose(default_onnx, demo_pair):
+    """End to end, the two backends agree up to the solver's sensitivity: it samples matches from P, and the
+    float32 differences of the outputs (above) change some draws, so the poses are not equal. Measured on the demo
+    pairs, 4 seeds each: up to 2.0 deg / 0.14 m apart (seed 0 here: 1.3 deg / 0.05 m). A wrong image, focal length
+    or matcher on one side would be far outside."""
     image0, K0, image1, K1 = demo_pair
     torch_res = Relocalizer(load_default_network(), seed=0).estimate(image0, K0, image1, K1)
     onnx_res = Relocalizer(backend="onnxruntime", onnx_path=default_onnx, seed=0).estimate(image0, K0, image1, K1)
     assert torch_res.success and onnx_res.success
-    np.testing.assert_allclose(onnx_res.T_0to1, torch_res.T_0to1, atol=1e-4)
+    dR = onnx_res.T_0to1[:3, :3] @ torch_res.T_0to1[:3, :3].T
+    assert np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))) < 3.0
+    assert np.linalg.norm(onnx_res.T_0to1[:3, 3] - torch_res.T_0to1[:3, 3]) < 0.15
     assert onnx_res.num_matches == torch_res.num_matches
-    assert abs(onnx_res.num_inliers - torch_res.num_inliers) <= 1
-    assert onnx_res.confidence == pytest.approx(torch_res.confidence, abs=1e-3)
+    assert abs(onnx_res.num_inliers - torch_res.num_inliers) <= 0.1 * torch_res.num_inliers
 
 
 def test_relocalizer_backend_arguments(default_onnx):
@@ -185,13 +253,17 @@ def test_relocalizer_backend_arguments(default_onnx):
     assert reloc.resize == (W, H) and reloc.net.device == torch.device("cpu")
 
 
-def test_match_cli_with_onnx(default_onnx, tmp_path, capsys):
+def test_match_cli_with_onnx(default_onnx, demo_pair, tmp_path, capsys):
+    """`match --onnx` is the onnxruntime Relocalizer (exactly), as `match` is the torch one."""
     args = ["match", str(DEMO / "im0.png"), str(DEMO / "im1.png"), "--intrinsics0", "220", "220", "146.5", "111.5",
             "--intrinsics1", "220", "220", "146.5", "111.5", "--device", "cpu"]
     assert main([*args, "--json", str(tmp_path / "torch.json")]) == 0
     assert main([*args, "--onnx", str(default_onnx), "--json", str(tmp_path / "onnx.json")]) == 0
     torch_pose, onnx_pose = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("torch", "onnx"))
-    np.testing.assert_allclose(onnx_pose["T_0to1"], torch_pose["T_0to1"], atol=1e-4)
+    image0, K0, image1, K1 = demo_pair
+    for pose, reloc in ((torch_pose, Relocalizer(load_default_network(), seed=0)),
+                        (onnx_pose, Relocalizer(backend="onnxruntime", onnx_path=default_onnx, seed=0))):
+        np.testing.assert_allclose(pose["T_0to1"], reloc.estimate(image0, K0, image1, K1).T_0to1, rtol=0, atol=1e-9)
     capsys.readouterr()
     assert main([*args, "--onnx", str(default_onnx), "--preset", "tiny"]) == 2
     assert "--preset: not used with --onnx" in _error_line(capsys)

@@ -1,8 +1,10 @@
-"""The bundled default network: the ``tiny`` preset trained on the project's synthetic scenes.
+"""The bundled default network: the ``small`` preset (hybrid conv + ViT backbone, focal-relative depth) trained on
+the project's synthetic scenes.
 
-``mickey_ros/data/default_tiny.pt`` is a self-describing checkpoint written by ``scripts/export_default_model.py``
-from a ``training/train.py`` run (recipe: ``training/configs/default_tiny.yaml``), weights stored in float16 and
-loaded into a float32 network. It makes the package work out of the box (``mickey-ros demo``, ``match`` without
+``mickey_ros/data/default_small.pt`` is a self-describing checkpoint written by ``scripts/export_default_model.py``
+from a ``training/train.py`` run (staged recipe: ``training/configs/default_small_warmup.yaml`` ->
+``default_small_depth.yaml`` -> ``default_small.yaml`` -> ``default_small_focal.yaml``, step 6982 of the last),
+weights stored in float16 and loaded into a float32 network; its training size (294 x 224) is in the file. It makes the package work out of the box (``mickey-ros demo``, ``match`` without
 ``--checkpoint``); for real scenes use the official weights or your own training.
 """
 from __future__ import annotations
@@ -13,8 +15,8 @@ from mickey_ros.errors import MissingWeightsError
 from mickey_ros.model.checkpoint import load_checkpoint
 from mickey_ros.model.mickey import MicKey
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "default_tiny.pt"
-TRAINED_SIZE = (294, 224)  # (W, H) pixels of the synthetic images it was trained on (the file predates input_size)
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "default_small.pt"
+TRAINED_SIZE = (294, 224)  # (W, H) pixels of the synthetic training images, for a file without input_size
 
 
 def load_default_network() -> MicKey:
