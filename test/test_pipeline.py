@@ -9,6 +9,8 @@ from mickey_ros import RelativePose, Relocalizer
 from mickey_ros.errors import ImageError, InputError, IntrinsicsError
 from mickey_ros.solver import SolverConfig
 
+from conftest import DEMO
+
 K = np.array([[250.0, 0.0, 147.0], [0.0, 250.0, 112.0], [0.0, 0.0, 1.0]])
 
 
@@ -40,6 +42,25 @@ def test_estimate_tiny_on_demo_pair(tiny_net, demo_pair):
     # 3D keypoints lie on the rays of their 2D keypoints: K X ~ (u, v, 1)
     proj = (K0 @ res.kpts3d0.T).T
     np.testing.assert_allclose(proj[:, :2] / proj[:, 2:], res.kpts2d0, rtol=1e-6, atol=1e-6)
+
+
+def test_bundled_default_on_the_demo_pair_against_ground_truth(demo_pair):
+    """The bundled network on the demo pair (gt_pose.txt: 10 deg, |t| 0.543 m), for solver seeds 0-5: beats "no
+    motion" (10 deg, 0.543 m) in rotation and camera centre for every seed and points the translation the right
+    way. Measured: rotation 1.8-5.0 deg, centre 0.23-0.42 m, direction 12-25 deg, scale |t|/|t_gt| 0.24-0.61 (too
+    short: the default is not accurate yet, issue 8; the previous default gave 10.6 deg / 0.62 m, pointing
+    backwards)."""
+    from mickey_ros.geometry.metrics import pose_errors
+    from mickey_ros.model.default import load_default_network
+
+    T_gt = np.eye(4)
+    T_gt[:3] = np.loadtxt(DEMO / "gt_pose.txt").reshape(3, 4)
+    net = load_default_network()
+    for seed in range(6):
+        T = Relocalizer(net, device="cpu", seed=seed).estimate(*demo_pair).T_0to1
+        centre, rot = pose_errors(T, T_gt)
+        cos_dir = T[:3, 3] @ T_gt[:3, 3] / (np.linalg.norm(T[:3, 3]) * np.linalg.norm(T_gt[:3, 3]))
+        assert rot < 6.0 and centre < 0.45 and np.degrees(np.arccos(cos_dir)) < 30.0, (seed, rot, centre)
 
 
 @pytest.mark.slow

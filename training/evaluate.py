@@ -48,14 +48,26 @@ def sample_pairs(num_pairs: int, sample: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(num_pairs, size=sample, replace=False).tolist())
 
 
+def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> float:
+    """The smallest of ``values`` ``[N]`` at which the cumulative ``weights`` ``[N]`` (>= 0) reach half their sum;
+    NaN when the weights sum to zero."""
+    order = torch.argsort(values)
+    cumulative = torch.cumsum(weights[order], 0)
+    if float(cumulative[-1]) <= 0:
+        return float("nan")
+    return float(values[order][torch.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
 def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, float]], np.ndarray | None]:
     """Predicted vs sensor depth for a pair with sensor depth (diagnosis: is the pose limited by depth or matches?).
 
     Per view, over the keypoints with a valid sensor depth (nearest pixel): ``ratio`` (median predicted / sensor),
-    ``logcorr`` (Pearson correlation of the log depths), ``abs_log_err`` (median |log(predicted / sensor)|) and
+    ``logcorr`` (Pearson correlation of the log depths), ``abs_log_err`` (median |log(predicted / sensor)|),
     ``log_scale`` (median log(predicted / sensor): the view's scale error; ``abs_log_err`` minus what a per-image
-    scale explains is shape error). And the pose from the network's own matches with the sensor depth at the
-    keypoints (the network's depth where the sensor has none), solved as the Relocalizer does (its solver and
+    scale explains is shape error) and ``abs_log_err_matched`` (the median of |log(predicted / sensor)| weighted by
+    each keypoint's match probability, a row or column sum of P: the depth error of the keypoints the solver
+    draws, as it samples correspondences by P). And the pose from the network's own matches with the sensor depth
+    at the keypoints (the network's depth where the sensor has none), solved as the Relocalizer does (its solver and
     seed): ``[4, 4]`` ``T_0to1``, or None when the solver finds none or a view has under 3 valid depths.
     """
     from mickey_ros.geometry.camera import backproject
@@ -63,7 +75,7 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
     from training.aux_loss import sample_depth
 
     net, device = reloc.net, reloc.device
-    rows, outs, depths, Ks = [], [], [], []
+    outs, sensor, depths, Ks = [], [], [], []
     for k in (0, 1):
         focal = item[f"K_color{k}"][0, 0].reshape(1).float().to(device)  # fx of this image (focal-relative depth)
         out = net(item[f"image{k}"][None].to(device), focal)
@@ -71,18 +83,22 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
         d = out.depth[0]
         ok = torch.isfinite(z) & (z > 0) & (d > 0)
         outs.append(out)
+        sensor.append((d, z, ok))
         depths.append(torch.where(ok, z, d))
         Ks.append(item[f"K_color{k}"].double()[None].to(device))
+    P = net.match(outs[0], outs[1])[0].float()
+    rows = []
+    for (d, z, ok), mass in zip(sensor, (P.sum(1), P.sum(0))):  # each keypoint's match probability
         if int(ok.sum()) < 3:
             continue
         ld, lz = d[ok].double().log(), z[ok].double().log()
         log_ratio = ld - lz
         rows.append({"ratio": float(log_ratio.exp().median()),
                      "logcorr": float(torch.corrcoef(torch.stack([ld, lz]))[0, 1]),
-                     "abs_log_err": float(log_ratio.abs().median()), "log_scale": float(log_ratio.median())})
+                     "abs_log_err": float(log_ratio.abs().median()), "log_scale": float(log_ratio.median()),
+                     "abs_log_err_matched": weighted_median(log_ratio.abs(), mass[ok].double())})
     if len(rows) < 2:
         return rows, None
-    P = net.match(outs[0], outs[1])[0].float()
     pts = [backproject(o.kpts.double(), z[None].double(), K)[0] for o, z, K in zip(outs, depths, Ks)]
     generator = torch.Generator(device=device)
     generator.manual_seed(int(reloc.seed) if reloc.seed is not None else 0)
@@ -97,9 +113,9 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
                      ) -> tuple[dict[str, Any], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
     """Run the Relocalizer on the dataset's pairs (``indices``, else the first ``max_pairs``) and score them as
     Map-free does. Items with sensor depth (``depth0``/``depth1``) add, over images, ``depth_ratio_median``,
-    ``depth_logcorr_median``, ``depth_abs_log_err_median`` and ``depth_scale_abs_log_median`` (per-image scale
-    error), over pairs ``depth_pair_scale_diff_median`` (|log scale0 - log scale1|: the part a rigid fit cannot
-    absorb), and ``sensor_depth_pose``: the pose summary (with ``identity``) of the network's matches with the
+    ``depth_logcorr_median``, ``depth_abs_log_err_median``, ``depth_abs_log_err_matched_median`` (weighted by
+    the match probability) and ``depth_scale_abs_log_median`` (per-image scale error), over pairs
+    ``depth_pair_scale_diff_median`` (|log scale0 - log scale1|: the part a rigid fit cannot absorb), and ``sensor_depth_pose``: the pose summary (with ``identity``) of the network's matches with the
     sensor depth (:func:`depth_diagnostics`): near-perfect there means depth, not matching, limits the pose.
 
     A pair that raises (unreadable frame, implausible intrinsics, ...) counts as a failure and its reason as an
@@ -217,8 +233,9 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
                                  undetermined=undetermined)
     if depth_rows:
         for key, name in (("ratio", "depth_ratio_median"), ("logcorr", "depth_logcorr_median"),
-                          ("abs_log_err", "depth_abs_log_err_median")):
-            metrics[name] = float(np.median([row[key] for row in depth_rows]))
+                          ("abs_log_err", "depth_abs_log_err_median"),
+                          ("abs_log_err_matched", "depth_abs_log_err_matched_median")):
+            metrics[name] = float(np.nanmedian([row[key] for row in depth_rows]))
         metrics["depth_scale_abs_log_median"] = float(np.median([abs(row["log_scale"]) for row in depth_rows]))
     if pair_scale_diffs:
         metrics["depth_pair_scale_diff_median"] = float(np.median(pair_scale_diffs))

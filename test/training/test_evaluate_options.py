@@ -43,7 +43,7 @@ def test_sampled_evaluation_with_overrides_reports_depth_at_keypoints(rgbd, tmp_
     assert metrics["num_pairs"] == 3 and metrics["identity"]["num_pairs"] == 3
     assert 0 < metrics["depth_ratio_median"] < 100 and -1 <= metrics["depth_logcorr_median"] <= 1
     assert metrics["depth_abs_log_err_median"] > 0 and metrics["depth_scale_abs_log_median"] > 0
-    assert metrics["depth_pair_scale_diff_median"] >= 0
+    assert metrics["depth_pair_scale_diff_median"] >= 0 and metrics["depth_abs_log_err_matched_median"] > 0
     assert metrics["sensor_depth_pose"]["num_pairs"] == 3 and "identity" in metrics["sensor_depth_pose"]
     capsys.readouterr()
     assert evaluate.main(["--checkpoint", str(ckpt), "--data", str(root / "val"), "--sample", "0",
@@ -100,3 +100,49 @@ def test_depth_diagnostics_separate_scale_from_shape_and_solve_with_the_sensor_d
     # the sensor-depth pose does not see the network's depth at all: the same for both factors, and a real pose
     assert poses[0] is not None and poses[0] == pytest.approx(poses[1], abs=1e-9)
     assert abs(float(torch.linalg.det(torch.from_numpy(poses[0][:3, :3]))) - 1) < 1e-9
+
+
+def test_weighted_median_against_a_direct_count():
+    values = torch.tensor([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert evaluate.weighted_median(values, torch.ones(5)) == 3.0  # equal weights: the plain median
+    assert evaluate.weighted_median(values, torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])) == 4.0  # all weight on one
+    assert evaluate.weighted_median(values, torch.tensor([10.0, 1, 1, 1, 1])) == 5.0  # 10 of 14 on the largest
+    assert evaluate.weighted_median(values, torch.tensor([1.0, 1, 1, 1, 0])) == 2.0  # the lower of the two middles
+    assert evaluate.weighted_median(values, torch.zeros(5)) != evaluate.weighted_median(values, torch.zeros(5))  # nan
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):  # against counting: the smallest value whose cumulative weight reaches half
+        v, w = torch.rand(31, generator=generator), torch.rand(31, generator=generator)
+        expected = min(x for x in v.tolist() if float(w[v <= x].sum()) >= 0.5 * float(w.sum()))
+        assert evaluate.weighted_median(v, w) == pytest.approx(expected, abs=1e-7)
+
+
+def test_matched_depth_error_weights_keypoints_by_match_probability(rgbd, tmp_path):
+    """Depth error exp(m / max m) growing with each keypoint's match mass m: the match-weighted median error is
+    larger than the plain one and equals an independent weighted count."""
+    from mickey_ros.model import load_checkpoint
+    from mickey_ros.pipeline import Relocalizer
+    from training import config as config_mod
+    from training.aux_loss import sample_depth
+    from training.data.build import build_dataset
+
+    root, ckpt = rgbd
+    cfg = config_mod.resolve(None, [f"data.val=[{root / 'val'}]", "data.max_baseline_m=3.0", "data.max_angle_deg=60",
+                                    "data.depth_topic=/camera/depth/image_raw", f"data.cache_dir={tmp_path}"])
+    item = build_dataset(cfg, "val", tmp_path)[0]
+    net = load_checkpoint(ckpt).eval()
+    reloc = Relocalizer(net, device="cpu", seed=0)
+    with torch.no_grad():
+        outs = [net(item[f"image{k}"][None], item[f"K_color{k}"][0, 0].reshape(1).float()) for k in (0, 1)]
+        P = net.match(*outs)[0]
+        factors = [torch.exp(m / m.max()) for m in (P.sum(1), P.sum(0))]  # per keypoint
+        reloc.net = _ScaledDepth(net, (item["depth0"], item["depth1"]), factors)
+        rows, _ = evaluate.depth_diagnostics(reloc, item)
+    assert len(rows) == 2
+    for k, (row, mass) in enumerate(zip(rows, (P.sum(1), P.sum(0)))):
+        z = sample_depth(item[f"depth{k}"][None], outs[k].kpts)[0]
+        ok = torch.isfinite(z) & (z > 0)
+        err, w = (mass / mass.max())[ok].double(), mass[ok].double()  # |log(pred / sensor)| = m / max m
+        expected = min(x for x in err.tolist() if float(w[err <= x].sum()) >= 0.5 * float(w.sum()))
+        assert row["abs_log_err_matched"] == pytest.approx(expected, rel=1e-5)
+        assert row["abs_log_err"] == pytest.approx(float(err.median()), rel=1e-5)
+        assert row["abs_log_err_matched"] > row["abs_log_err"]
