@@ -1,6 +1,7 @@
 """Relocalizer end to end on CPU: well-formed results, determinism, reference cache, bad input."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -61,6 +62,86 @@ def test_bundled_default_on_the_demo_pair_against_ground_truth(demo_pair):
         centre, rot = pose_errors(T, T_gt)
         cos_dir = T[:3, 3] @ T_gt[:3, 3] / (np.linalg.norm(T[:3, 3]) * np.linalg.norm(T_gt[:3, 3]))
         assert rot < 6.0 and centre < 0.45 and np.degrees(np.arccos(cos_dir)) < 30.0, (seed, rot, centre)
+
+
+def _oracle_network(views, size: tuple[int, int], seed: int = 0):
+    """A ``tiny`` MicKey whose heads return perfect outputs for the rendered ``views`` (dicts: ``image``, ``K``,
+    ``depth`` [H, W] m, ``T_cam_to_world``): view 0's keypoints at the patch centres with their rendered depth,
+    view 1's keypoint n at the projection of view 0's point n (its depth in camera 1, the same random descriptor)
+    where it is in view, elsewhere a random keypoint and descriptor. The network sees the image the Relocalizer
+    gives it, resized to ``size`` (W, H) and top-left cropped to whole patches, and answers in that image's pixels
+    (half-pixel convention)."""
+    from mickey_ros.model import build_model
+
+    torch.manual_seed(seed)
+    net = build_model("tiny").eval()
+    D = net.config.descriptor_dim
+
+    def descriptors(n: int, stream: int) -> torch.Tensor:  # the same n descriptors in both views' calls
+        return torch.nn.functional.normalize(torch.randn(n, D, generator=torch.Generator().manual_seed(stream)), dim=-1)
+
+    def forward_heads(features, focal=None):
+        image = features[0]  # the backbone below passes the network input through
+        h, w = image.shape[1] // 14, image.shape[2] // 14
+        seen_image = image.permute(1, 2, 0).numpy() * 255
+        k = int(np.argmin([np.abs(cv2.resize(v["image"], size, interpolation=cv2.INTER_AREA)[:h * 14, :w * 14]
+                                  - seen_image).mean() for v in views]))  # which view this is
+        H, W = views[0]["depth"].shape
+        sx, sy = size[0] / W, size[1] / H  # network input px per original px (the crop keeps the origin)
+        rows, cols = np.mgrid[0:h, 0:w]
+        uv_in = np.stack([(cols.ravel() + 0.5) * 14 - 0.5, (rows.ravel() + 0.5) * 14 - 0.5], -1)
+        uv0 = (uv_in + 0.5) / [sx, sy] - 0.5  # original pixels of view 0
+        ij = np.clip(np.round(uv0).astype(int), 0, [W - 1, H - 1])
+        z0 = views[0]["depth"][ij[:, 1], ij[:, 0]]
+        X0 = z0[:, None] * (np.c_[uv0, np.ones(len(uv0))] @ np.linalg.inv(views[0]["K"]).T)
+        desc = descriptors(len(X0), seed)
+        if k == 0:
+            kpts, depth = uv_in, z0
+        else:
+            T_1from0 = np.linalg.inv(views[1]["T_cam_to_world"]) @ views[0]["T_cam_to_world"]
+            X1 = X0 @ T_1from0[:3, :3].T + T_1from0[:3, 3]
+            uv1 = X1 @ views[1]["K"].T
+            uv1 = uv1[:, :2] / uv1[:, 2:]
+            seen = (X1[:, 2] > 0.1) & np.all((uv1 > 0) & (uv1 < [W - 1, H - 1]), axis=1)
+            rng = np.random.default_rng(seed)
+            kpts = np.where(seen[:, None], (uv1 + 0.5) * [sx, sy] - 0.5, rng.uniform(0, 14 * np.array([w, h]),
+                                                                                       (len(X1), 2)))
+            depth = np.where(seen, X1[:, 2], rng.uniform(1, 5, len(X1)))
+            desc = torch.where(torch.from_numpy(seen)[:, None], desc, descriptors(len(X0), seed + 1))
+        from mickey_ros.model.mickey import MicKeyOutput
+
+        return MicKeyOutput(kpts=torch.from_numpy(kpts).float()[None], depth=torch.from_numpy(depth).float()[None],
+                            scores=torch.full((1, h * w), 1.0 / (h * w)), descriptors=desc[None], grid_hw=(h, w))
+
+    net.backbone_features = lambda images: images
+    net.forward_heads = forward_heads
+    return net
+
+
+@pytest.mark.parametrize("resize", [None, (196, 150), (588, 448)])
+def test_perfect_network_outputs_give_the_ground_truth_pose(resize):
+    """Known pair, perfect network: the demo scene rendered with depth, an oracle network (exact keypoints, depth
+    and matches), the real matcher, solver and pose composition. The pose must be the ground truth (the pair's
+    cameras), with and without resizing to the network input (down, and up). Measured: 1e-7 m when only true
+    matches are inliers; a wrong match inside the solver's inlier bound moves the refit by up to 2.5 mm / 0.03 deg
+    (seeds 0-2). Not rescaling K on resize gives 0.09 m / 2.1 deg and 0.78 m / 5.9 deg."""
+    from mickey_ros.data.synthetic_scene import demo_cameras, make_textures, render
+    from mickey_ros.geometry.metrics import pose_errors
+
+    K, T0, T1, width, height = demo_cameras()
+    textures = make_textures()
+    views = []
+    for T in (T0, T1):
+        image, depth = render(K, T, width, height, textures)
+        views.append({"image": image, "K": K, "depth": depth, "T_cam_to_world": T})
+    net = _oracle_network(views, resize or (width, height))
+    res = Relocalizer(net, device="cpu", seed=0, resize=resize).estimate(views[0]["image"], K, views[1]["image"], K)
+    assert res.success
+    T_gt = np.linalg.inv(T1) @ T0  # X1 = R X0 + t
+    centre, rot = pose_errors(res.T_0to1, T_gt)
+    assert centre < 5e-3 and rot < 0.05, (centre, rot)  # the refit keeps wrong matches within the inlier bound
+    np.testing.assert_allclose(res.T_0to1, T_gt, atol=5e-3)
+    assert res.num_inliers > 0.3 * (width * height if resize is None else resize[0] * resize[1]) / 14 ** 2
 
 
 @pytest.mark.slow
