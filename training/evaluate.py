@@ -7,7 +7,8 @@
 ``--checkpoint default`` evaluates the bundled default network. ``--sample N``: a seeded random subset of N pairs.
 With ``--set data.depth_topic=...`` (RGB-D bags) the predicted depth at the keypoints is compared with the sensor's
 (ratio, correlation, error, per-image scale error) and ``sensor_depth_pose`` scores the network's matches with the
-sensor depth: whether depth or matching limits the pose.
+sensor depth: whether depth or matching limits the pose; ``depth_scale_only_pose`` / ``depth_shape_only_pose``
+split the depth error into per-image scale and shape.
 
 ``--kind mapfree``: ``DIR`` is a Map-free root; the pairs are the benchmark's (reference vs every 5th query),
 the submission zip is scored by :func:`mickey_ros.mapfree.evaluate_submission` (the benchmark's own rules).
@@ -58,24 +59,32 @@ def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> float:
     return float(values[order][torch.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
-def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, float]], np.ndarray | None]:
-    """Predicted vs sensor depth for a pair with sensor depth (diagnosis: is the pose limited by depth or matches?).
+DEPTH_POSES = ("sensor", "scale_only", "shape_only")  # depth_diagnostics' poses, see there
+
+
+def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, float]], dict[str, np.ndarray | None]]:
+    """Predicted vs sensor depth for a pair with sensor depth (diagnosis: is the pose limited by depth or matches,
+    and by which part of the depth error?).
 
     Per view, over the keypoints with a valid sensor depth (nearest pixel): ``ratio`` (median predicted / sensor),
     ``logcorr`` (Pearson correlation of the log depths), ``abs_log_err`` (median |log(predicted / sensor)|),
     ``log_scale`` (median log(predicted / sensor): the view's scale error; ``abs_log_err`` minus what a per-image
     scale explains is shape error) and ``abs_log_err_matched`` (the median of |log(predicted / sensor)| weighted by
     each keypoint's match probability, a row or column sum of P: the depth error of the keypoints the solver
-    draws, as it samples correspondences by P). And the pose from the network's own matches with the sensor depth
-    at the keypoints (the network's depth where the sensor has none), solved as the Relocalizer does (its solver and
-    seed): ``[4, 4]`` ``T_0to1``, or None when the solver finds none or a view has under 3 valid depths.
+    draws, as it samples correspondences by P).
+
+    And three poses from the network's own matches (P), solved as the Relocalizer does (its solver and seed), with
+    3D points from: ``sensor``: the sensor's depth (the network's where the sensor has none); ``scale_only``: the
+    sensor's depth times the view's scale error ``exp(log_scale)`` (the network's scale errors, no shape error);
+    ``shape_only``: the network's depth divided by it (the network's shape, the right scale). Each a ``[4, 4]``
+    ``T_0to1``, or None when the solver finds none; all None when a view has under 3 valid depths.
     """
     from mickey_ros.geometry.camera import backproject
     from mickey_ros.solver import solve_relative_pose
     from training.aux_loss import sample_depth
 
     net, device = reloc.net, reloc.device
-    outs, sensor, depths, Ks = [], [], [], []
+    outs, sensor, Ks = [], [], []
     for k in (0, 1):
         focal = item[f"K_color{k}"][0, 0].reshape(1).float().to(device)  # fx of this image (focal-relative depth)
         out = net(item[f"image{k}"][None].to(device), focal)
@@ -84,7 +93,6 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
         ok = torch.isfinite(z) & (z > 0) & (d > 0)
         outs.append(out)
         sensor.append((d, z, ok))
-        depths.append(torch.where(ok, z, d))
         Ks.append(item[f"K_color{k}"].double()[None].to(device))
     P = net.match(outs[0], outs[1])[0].float()
     rows = []
@@ -97,15 +105,21 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
                      "logcorr": float(torch.corrcoef(torch.stack([ld, lz]))[0, 1]),
                      "abs_log_err": float(log_ratio.abs().median()), "log_scale": float(log_ratio.median()),
                      "abs_log_err_matched": weighted_median(log_ratio.abs(), mass[ok].double())})
+    poses: dict[str, np.ndarray | None] = dict.fromkeys(DEPTH_POSES)
     if len(rows) < 2:
-        return rows, None
-    pts = [backproject(o.kpts.double(), z[None].double(), K)[0] for o, z, K in zip(outs, depths, Ks)]
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(reloc.seed) if reloc.seed is not None else 0)
-    est = solve_relative_pose(pts[0], pts[1], P, reloc.solver, generator=generator)
-    if not est.success:
-        return rows, None
-    return rows, make_T(est.R.double().cpu().numpy(), est.t.double().cpu().numpy().reshape(3))
+        return rows, poses
+    scales = [float(np.exp(row["log_scale"])) for row in rows]
+    true_depth = [torch.where(ok, z, d).double() for d, z, ok in sensor]
+    depths = {"sensor": true_depth, "scale_only": [z * s for z, s in zip(true_depth, scales)],
+              "shape_only": [d.double() / s for (d, _, _), s in zip(sensor, scales)]}
+    for name in DEPTH_POSES:
+        pts = [backproject(o.kpts.double(), z[None], K)[0] for o, z, K in zip(outs, depths[name], Ks)]
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(reloc.seed) if reloc.seed is not None else 0)
+        est = solve_relative_pose(pts[0], pts[1], P, reloc.solver, generator=generator)
+        if est.success:
+            poses[name] = make_T(est.R.double().cpu().numpy(), est.t.double().cpu().numpy().reshape(3))
+    return rows, poses
 
 
 def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,
@@ -115,8 +129,11 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     Map-free does. Items with sensor depth (``depth0``/``depth1``) add, over images, ``depth_ratio_median``,
     ``depth_logcorr_median``, ``depth_abs_log_err_median``, ``depth_abs_log_err_matched_median`` (weighted by
     the match probability) and ``depth_scale_abs_log_median`` (per-image scale error), over pairs
-    ``depth_pair_scale_diff_median`` (|log scale0 - log scale1|: the part a rigid fit cannot absorb), and ``sensor_depth_pose``: the pose summary (with ``identity``) of the network's matches with the
-    sensor depth (:func:`depth_diagnostics`): near-perfect there means depth, not matching, limits the pose.
+    ``depth_pair_scale_diff_median`` (|log scale0 - log scale1|: the part a rigid fit cannot absorb), and the pose
+    summaries (with ``identity``) of the network's matches with the sensor depth (``sensor_depth_pose``:
+    near-perfect there means depth, not matching, limits the pose), with the sensor depth times the network's
+    per-image scale errors (``depth_scale_only_pose``) and with the network's depth rescaled to the right per-image
+    scale (``depth_shape_only_pose``): which part of the depth error costs the pose (:func:`depth_diagnostics`).
 
     A pair that raises (unreadable frame, implausible intrinsics, ...) counts as a failure and its reason as an
     entry of ``metrics["skipped"]`` (reason -> count); the run goes on. ``batch`` pairs go through the network at
@@ -144,7 +161,8 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     count = len(dataset) if max_pairs is None else min(len(dataset), max_pairs)
     depth_rows: list[dict[str, float]] = []
     pair_scale_diffs: list[float] = []
-    sensor_rows: dict[str, list[Any]] = {"T_est": [], "T_gt": [], "K": [], "size": []}
+    depth_pose_rows: dict[str, dict[str, list[Any]]] = {name: {"T_est": [], "T_gt": [], "K": [], "size": []}
+                                                         for name in DEPTH_POSES}
     skipped: dict[str, int] = {}
     nees_values: list[float] = []
     undetermined = 0
@@ -184,16 +202,17 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
                     continue
                 try:
                     if "depth0" in item:
-                        rows, T_sensor = depth_diagnostics(reloc, item)
+                        rows, depth_poses = depth_diagnostics(reloc, item)
                         depth_rows.extend(rows)
                         if len(rows) == 2:
                             pair_scale_diffs.append(abs(rows[0]["log_scale"] - rows[1]["log_scale"]))
                         T_gt = item["T_0to1"].double().numpy()
                         if np.all(np.isfinite(T_gt)):
-                            for key, value in (("T_est", T_sensor), ("T_gt", T_gt),
-                                               ("K", item["K_color1"].double().numpy()),
-                                               ("size", tuple(item["image1"].shape[-1:-3:-1]))):
-                                sensor_rows[key].append(value)
+                            for name, T_depth in depth_poses.items():
+                                for key, value in (("T_est", T_depth), ("T_gt", T_gt),
+                                                   ("K", item["K_color1"].double().numpy()),
+                                                   ("size", tuple(item["image1"].shape[-1:-3:-1]))):
+                                    depth_pose_rows[name][key].append(value)
                 except Exception as err:  # noqa: BLE001
                     skip(err)
                     continue
@@ -239,9 +258,11 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
         metrics["depth_scale_abs_log_median"] = float(np.median([abs(row["log_scale"]) for row in depth_rows]))
     if pair_scale_diffs:
         metrics["depth_pair_scale_diff_median"] = float(np.median(pair_scale_diffs))
-    if sensor_rows["T_gt"]:
-        metrics["sensor_depth_pose"] = summarize_poses(sensor_rows["T_est"], sensor_rows["T_gt"], sensor_rows["K"],
-                                                       sensor_rows["size"])
+    for name, key in (("sensor", "sensor_depth_pose"), ("scale_only", "depth_scale_only_pose"),
+                      ("shape_only", "depth_shape_only_pose")):
+        pose_rows = depth_pose_rows[name]
+        if pose_rows["T_gt"]:
+            metrics[key] = summarize_poses(pose_rows["T_est"], pose_rows["T_gt"], pose_rows["K"], pose_rows["size"])
     return metrics, estimates
 
 

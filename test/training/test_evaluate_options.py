@@ -44,7 +44,8 @@ def test_sampled_evaluation_with_overrides_reports_depth_at_keypoints(rgbd, tmp_
     assert 0 < metrics["depth_ratio_median"] < 100 and -1 <= metrics["depth_logcorr_median"] <= 1
     assert metrics["depth_abs_log_err_median"] > 0 and metrics["depth_scale_abs_log_median"] > 0
     assert metrics["depth_pair_scale_diff_median"] >= 0 and metrics["depth_abs_log_err_matched_median"] > 0
-    assert metrics["sensor_depth_pose"]["num_pairs"] == 3 and "identity" in metrics["sensor_depth_pose"]
+    for key in ("sensor_depth_pose", "depth_scale_only_pose", "depth_shape_only_pose"):
+        assert metrics[key]["num_pairs"] == 3 and "identity" in metrics[key], key
     capsys.readouterr()
     assert evaluate.main(["--checkpoint", str(ckpt), "--data", str(root / "val"), "--sample", "0",
                           "--set", f"data.cache_dir={tmp_path}", "--out", str(tmp_path / "o2")]) == 2
@@ -98,8 +99,30 @@ def test_depth_diagnostics_separate_scale_from_shape_and_solve_with_the_sensor_d
             assert [r["logcorr"] for r in rows] == pytest.approx([1.0, 1.0], abs=1e-6)  # pure scale: same shape
             poses.append(T)
     # the sensor-depth pose does not see the network's depth at all: the same for both factors, and a real pose
-    assert poses[0] is not None and poses[0] == pytest.approx(poses[1], abs=1e-9)
-    assert abs(float(torch.linalg.det(torch.from_numpy(poses[0][:3, :3]))) - 1) < 1e-9
+    assert poses[0]["sensor"] is not None and poses[0]["sensor"] == pytest.approx(poses[1]["sensor"], abs=1e-9)
+    assert abs(float(torch.linalg.det(torch.from_numpy(poses[0]["sensor"][:3, :3]))) - 1) < 1e-9
+    for T in poses:  # a pure-scale network: its shape is the sensor's, its scale-only depth its own
+        assert T["shape_only"] == pytest.approx(T["sensor"], abs=1e-6)
+    # the scale-only pose sees the factors: views scaled by 2 and 1 do not give the sensor-depth pose
+    assert poses[0]["scale_only"] is None or not poses[0]["scale_only"] == pytest.approx(poses[0]["sensor"], abs=1e-3)
+    # shape noise with a zero median on top of the same per-image factors: the scale-only pose does not change (it
+    # keeps only the factors), the shape-only pose does
+    from training.aux_loss import sample_depth
+
+    with torch.no_grad():
+        outs = [net(item[f"image{k}"][None], item[f"K_color{k}"][0, 0].reshape(1).float()) for k in (0, 1)]
+        factors = []
+        for k, f in zip((0, 1), (2.0, 1.0)):
+            z = sample_depth(item[f"depth{k}"][None], outs[k].kpts)[0]
+            ok = torch.isfinite(z) & (z > 0)
+            noise = 0.3 * torch.randn(z.shape, generator=torch.Generator().manual_seed(k))
+            factors.append(f * torch.exp(noise - noise[ok].median()))
+        reloc.net = _ScaledDepth(net, (item["depth0"], item["depth1"]), factors)
+        rows, noisy = evaluate.depth_diagnostics(reloc, item)
+    assert [r["log_scale"] for r in rows] == pytest.approx([float(torch.tensor(2.0).log()), 0.0], abs=1e-6)
+    assert noisy["scale_only"] == pytest.approx(poses[0]["scale_only"], abs=1e-9)
+    assert noisy["sensor"] == pytest.approx(poses[0]["sensor"], abs=1e-9)
+    assert noisy["shape_only"] is None or not noisy["shape_only"] == pytest.approx(noisy["sensor"], abs=1e-3)
 
 
 def test_weighted_median_against_a_direct_count():
