@@ -21,7 +21,11 @@ to bootstrap matching and depth directly:
   ``-log p(j | i)`` of that keypoint is minimised, in both directions. Pose-only: it uses no depth labels,
   and is as right as the network's depth (so it follows the depth terms).
 * **depth** (RGB-D bags only, not pose-only): ``|log d_pred - log d_sensor|`` at every keypoint with a valid
-  registered depth (nearest pixel, centres at integer coordinates); needs ``data.depth_topic``.
+  registered depth (nearest pixel, centres at integer coordinates); needs ``data.depth_topic``. Its two parts
+  can be weighted on their own: **depth shape** ``|r - mean r|`` per image with ``r = log d_pred - log d_sensor``
+  (scale-invariant: the relative depth inside an image, what the rotation of a rigid fit depends on) and
+  **depth pair scale** ``|mean r0 - mean r1|`` per pair (the two views' scale disagreement, which a rigid fit
+  cannot absorb; a scale error common to both views only scales the translation).
 
 Shapes: ``kpts [B, N, 2]`` px of the network input image, ``depth [B, N]`` m, ``descriptors [B, N, D]``,
 ``K [B, 3, 3]`` of the network input image, ``T_0to1 [B, 4, 4]`` (``X1 = R X0 + t``, metres).
@@ -55,13 +59,15 @@ class AuxConfig:
     triangulation_min_angle_deg: float = 1.0  # smallest ray angle of a usable triangulation
     keypoint_epipolar_weight: float = 0.0
     depth_weight: float = 0.0  # sensor depth at the keypoints (RGB-D bags: data.depth_topic)
+    depth_shape_weight: float = 0.0  # its scale-invariant part, per image
+    depth_pair_scale_weight: float = 0.0  # the two views' scale disagreement, per pair
     reprojection_weight: float = 0.0
     reprojection_radius_px: float = 10.0  # a target keypoint must lie this close to the reprojection
     reprojection_depth_tolerance: float = 0.1  # relative depth agreement of the target (visibility check)
 
     def __post_init__(self) -> None:
         for name in ("mickey_weight", "epipolar_weight", "triangulation_weight", "keypoint_epipolar_weight",
-                     "depth_weight", "reprojection_weight"):
+                     "depth_weight", "depth_shape_weight", "depth_pair_scale_weight", "reprojection_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"aux.{name}: expected a non-negative number, got {value!r}")
@@ -74,7 +80,12 @@ class AuxConfig:
     @property
     def active(self) -> bool:
         return bool(self.epipolar_weight or self.triangulation_weight or self.keypoint_epipolar_weight
-                    or self.depth_weight or self.reprojection_weight)
+                    or self.sensor_depth or self.reprojection_weight)
+
+    @property
+    def sensor_depth(self) -> bool:
+        """Whether a term needs the sensor depth."""
+        return bool(self.depth_weight or self.depth_shape_weight or self.depth_pair_scale_weight)
 
 
 @dataclass
@@ -206,8 +217,9 @@ def aux_loss(out0: Any, out1: Any, K0: torch.Tensor, K1: torch.Tensor, T_0to1: t
     zero = out0.depth.sum() * 0.0
     if not config.active:
         return AuxOutput(zero)
-    if config.depth_weight and (depth0 is None or depth1 is None):
-        raise InputError("aux.depth_weight: needs registered depth images in the batch; set data.depth_topic")
+    if config.sensor_depth and (depth0 is None or depth1 is None):
+        name = next(n for n in ("depth_weight", "depth_shape_weight", "depth_pair_scale_weight") if getattr(config, n))
+        raise InputError(f"aux.{name}: needs registered depth images in the batch; set data.depth_topic")
     with torch.autocast(device_type=out0.depth.device.type, enabled=False):
         out = _aux_loss(out0, out1, K0.double(), K1.double(), T_0to1.double(), config, zero)
         if depth0 is not None and depth1 is not None:
@@ -217,21 +229,36 @@ def aux_loss(out0: Any, out1: Any, K0: torch.Tensor, K1: torch.Tensor, T_0to1: t
 
 def _with_depth(out: AuxOutput, out0: Any, out1: Any, depth0: torch.Tensor, depth1: torch.Tensor,
                 cfg: AuxConfig) -> AuxOutput:
-    """Adds the sensor-depth term (when weighted) and its diagnostics (always, when depth is given)."""
-    errs, ratios = [], []
+    """Adds the sensor-depth terms (when weighted) and their diagnostics (always, when depth is given)."""
+    errs, ratios, shapes, scales, valid = [], [], [], [], []
     for o, gt in ((out0, depth0), (out1, depth1)):
-        z = sample_depth(gt.to(o.depth.device).float(), o.kpts.detach())
+        z = sample_depth(gt.to(o.depth.device).float(), o.kpts.detach())  # [B, N]
         ok = torch.isfinite(z) & (z > 0)
-        pred = o.depth.double().clamp(min=DEPTH_FLOOR_M)[ok]
-        errs.append((pred.log() - z[ok].double().log()).abs())
-        ratios.append((pred / z[ok].double()).detach())
-    err = torch.cat(errs)
+        pred = o.depth.double().clamp(min=DEPTH_FLOOR_M)
+        r = torch.where(ok, pred.log() - torch.where(ok, z, 1.0).double().log(), 0.0)  # [B, N] log ratio
+        count = ok.sum(1)  # [B]
+        scale = r.sum(1) / count.clamp(min=1)  # [B] mean log ratio: the image's scale error
+        errs.append(r.abs()[ok])
+        shapes.append((r - scale[:, None]).abs()[ok])
+        ratios.append(r.detach()[ok].exp())
+        scales.append(scale)
+        valid.append(count > 0)
+    err, shape = torch.cat(errs), torch.cat(shapes)
+    pair = valid[0] & valid[1]
+    pair_scale = (scales[0] - scales[1]).abs()[pair]  # [pairs with depth in both views]
     total = out.total
     if err.numel():
         out.scalars["aux_sensor_depth_ratio"] = float(torch.cat(ratios).median())
         out.scalars["aux_sensor_depth_logerr"] = float(err.detach().mean())
+        out.scalars["aux_sensor_depth_shape"] = float(shape.detach().mean())
         if cfg.depth_weight:
             total = total + cfg.depth_weight * err.mean().to(total.dtype)
+        if cfg.depth_shape_weight:
+            total = total + cfg.depth_shape_weight * shape.mean().to(total.dtype)
+    if pair_scale.numel():
+        out.scalars["aux_sensor_depth_pair_scale"] = float(pair_scale.detach().mean())
+        if cfg.depth_pair_scale_weight:
+            total = total + cfg.depth_pair_scale_weight * pair_scale.mean().to(total.dtype)
     out.scalars["aux_total"] = float(total.detach())
     return AuxOutput(total, out.scalars)
 

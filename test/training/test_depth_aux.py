@@ -95,6 +95,50 @@ def test_sensor_depth_term_is_the_mean_log_error_and_needs_depth():
         aux_loss(out, out, K, K, T, AuxConfig(depth_weight=1.0))
 
 
+def test_depth_shape_and_pair_scale_terms_against_hand_computed_values():
+    """Two pairs; view 0 of pair 0 is the sensor depth times 2 (pure scale: shape 0), view 1 the sensor depth
+    with per-keypoint errors; pair 1 has unknown depth in view 1 (no pair scale there)."""
+    kpts = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]]).repeat(2, 1, 1)
+    sensor = torch.tensor([[1.0, 2.0, 4.0], [3.0, 1.0, 1.0]]).repeat(2, 1, 1)  # [2, 2, 3]: z = 1, 2, 4, 3
+    z = torch.tensor([1.0, 2.0, 4.0, 3.0])
+    e1 = torch.tensor([0.1, -0.3, 0.2, 0.4])  # log errors of view 1
+    d0 = torch.stack([2 * z, z * torch.exp(torch.tensor([0.5, 0.0, 0.0, -0.5]))])
+    d1 = torch.stack([z * torch.exp(e1), z])
+    depth1 = sensor.clone()
+    depth1[1] = float("nan")  # pair 1: no depth in view 1
+    desc = torch.nn.functional.normalize(torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    outs = [SimpleNamespace(kpts=kpts, depth=d.clone().requires_grad_(True), descriptors=desc) for d in (d0, d1)]
+    K = torch.tensor([[100.0, 0, 1.5], [0, 100.0, 1.0], [0, 0, 1]]).repeat(2, 1, 1)
+    T = torch.eye(4).repeat(2, 1, 1)
+    T[:, 0, 3] = 0.3
+    r = [torch.full((4,), float(np.log(2.0))), e1, torch.tensor([0.5, 0.0, 0.0, -0.5])]  # the log ratios
+    shape = torch.cat([(x - x.mean()).abs() for x in r])  # per image: 0, |e1 - mean e1|, the zero-mean errors
+    pair_scale = abs(float(np.log(2.0)) - float(e1.mean()))  # pair 0 only
+    for cfg, expected in ((AuxConfig(depth_shape_weight=1.0), float(shape.mean())),
+                          (AuxConfig(depth_pair_scale_weight=2.0), 2 * pair_scale)):
+        res = aux_loss(outs[0], outs[1], K, K, T, cfg, sensor, depth1)
+        assert float(res.total.detach()) == pytest.approx(expected, rel=1e-6), cfg
+        assert res.scalars["aux_sensor_depth_shape"] == pytest.approx(float(shape.mean()), rel=1e-6)
+        assert res.scalars["aux_sensor_depth_pair_scale"] == pytest.approx(pair_scale, rel=1e-6)
+    # the shape term is scale-invariant: its gradient w.r.t. log depth sums to zero over each image (it never moves
+    # an image's scale), and the pair term moves the two views' scales in opposite directions
+    res = aux_loss(outs[0], outs[1], K, K, T, AuxConfig(depth_shape_weight=1.0), sensor, depth1)
+    res.total.backward()
+    for o, b in ((outs[0], 0), (outs[0], 1), (outs[1], 0)):
+        log_grad = (o.depth.grad[b] * o.depth[b]).detach()  # d total / d log d
+        assert float(log_grad.sum()) == pytest.approx(0.0, abs=1e-6) and float(log_grad.abs().sum()) > 0
+    for o in outs:
+        o.depth.grad = None
+    aux_loss(outs[0], outs[1], K, K, T, AuxConfig(depth_pair_scale_weight=1.0), sensor, depth1).total.backward()
+    g0, g1 = (float((o.depth.grad[0] * o.depth[0]).detach().sum()) for o in outs)
+    assert g0 == pytest.approx(1.0, rel=1e-5) and g1 == pytest.approx(-1.0, rel=1e-5)  # view 0 too far: shrink it
+    assert float(outs[0].depth.grad[1].abs().sum()) == 0.0  # pair 1 has no pair scale
+    with pytest.raises(InputError, match=r"aux\.depth_shape_weight: needs registered depth images in the batch"):
+        aux_loss(outs[0], outs[1], K, K, T, AuxConfig(depth_shape_weight=1.0))
+    with pytest.raises(InputError, match=r"aux\.depth_pair_scale_weight: expected a non-negative number"):
+        AuxConfig(depth_pair_scale_weight=-1.0)
+
+
 def test_two_datasets_with_the_same_scene_names_combine_without_sharing_places(rgbd, tmp_path):
     import shutil
 
