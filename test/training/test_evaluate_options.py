@@ -75,7 +75,8 @@ class _ScaledDepth(torch.nn.Module):
         return self.net.match(out0, out1)
 
 
-def test_depth_diagnostics_separate_scale_from_shape_and_solve_with_the_sensor_depth(rgbd, tmp_path):
+def _rgbd_pair(rgbd, tmp_path):
+    """(the first RGB-D validation item, the small network, its Relocalizer with solver seed 0)."""
     from mickey_ros.model import load_checkpoint
     from mickey_ros.pipeline import Relocalizer
     from training import config as config_mod
@@ -87,6 +88,11 @@ def test_depth_diagnostics_separate_scale_from_shape_and_solve_with_the_sensor_d
     item = build_dataset(cfg, "val", tmp_path)[0]
     net = load_checkpoint(ckpt).eval()
     reloc = Relocalizer(net, device="cpu", seed=0)
+    return item, net, reloc
+
+
+def test_depth_diagnostics_separate_scale_from_shape_and_solve_with_the_sensor_depth(rgbd, tmp_path):
+    item, net, reloc = _rgbd_pair(rgbd, tmp_path)
     poses = []
     with torch.no_grad():
         for factors in ((2.0, 1.0), (0.5, 3.0)):
@@ -142,18 +148,9 @@ def test_weighted_median_against_a_direct_count():
 def test_matched_depth_error_weights_keypoints_by_match_probability(rgbd, tmp_path):
     """Depth error exp(m / max m) growing with each keypoint's match mass m: the match-weighted median error is
     larger than the plain one and equals an independent weighted count."""
-    from mickey_ros.model import load_checkpoint
-    from mickey_ros.pipeline import Relocalizer
-    from training import config as config_mod
     from training.aux_loss import sample_depth
-    from training.data.build import build_dataset
 
-    root, ckpt = rgbd
-    cfg = config_mod.resolve(None, [f"data.val=[{root / 'val'}]", "data.max_baseline_m=3.0", "data.max_angle_deg=60",
-                                    "data.depth_topic=/camera/depth/image_raw", f"data.cache_dir={tmp_path}"])
-    item = build_dataset(cfg, "val", tmp_path)[0]
-    net = load_checkpoint(ckpt).eval()
-    reloc = Relocalizer(net, device="cpu", seed=0)
+    item, net, reloc = _rgbd_pair(rgbd, tmp_path)
     with torch.no_grad():
         outs = [net(item[f"image{k}"][None], item[f"K_color{k}"][0, 0].reshape(1).float()) for k in (0, 1)]
         P = net.match(*outs)[0]
