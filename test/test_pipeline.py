@@ -72,6 +72,7 @@ def _oracle_network(views, size: tuple[int, int], seed: int = 0):
     gives it, resized to ``size`` (W, H) and top-left cropped to whole patches, and answers in that image's pixels
     (half-pixel convention)."""
     from mickey_ros.model import build_model
+    from mickey_ros.model.mickey import MicKeyOutput
 
     torch.manual_seed(seed)
     net = build_model("tiny").eval()
@@ -108,8 +109,6 @@ def _oracle_network(views, size: tuple[int, int], seed: int = 0):
                                                                                        (len(X1), 2)))
             depth = np.where(seen, X1[:, 2], rng.uniform(1, 5, len(X1)))
             desc = torch.where(torch.from_numpy(seen)[:, None], desc, descriptors(len(X0), seed + 1))
-        from mickey_ros.model.mickey import MicKeyOutput
-
         return MicKeyOutput(kpts=torch.from_numpy(kpts).float()[None], depth=torch.from_numpy(depth).float()[None],
                             scores=torch.full((1, h * w), 1.0 / (h * w)), descriptors=desc[None], grid_hw=(h, w))
 

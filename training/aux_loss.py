@@ -44,6 +44,7 @@ from mickey_ros.geometry.camera import backproject
 
 DEPTH_FLOOR_M = 1e-3  # log of the predicted depth uses max(depth, this)
 MIN_TRIANGULATED_DEPTH_M = 0.05
+SENSOR_DEPTH_WEIGHTS = ("depth_weight", "depth_shape_weight", "depth_pair_scale_weight")  # terms needing depth
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class AuxConfig:
 
     def __post_init__(self) -> None:
         for name in ("mickey_weight", "epipolar_weight", "triangulation_weight", "keypoint_epipolar_weight",
-                     "depth_weight", "depth_shape_weight", "depth_pair_scale_weight", "reprojection_weight"):
+                     *SENSOR_DEPTH_WEIGHTS, "reprojection_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"aux.{name}: expected a non-negative number, got {value!r}")
@@ -83,9 +84,9 @@ class AuxConfig:
                     or self.sensor_depth or self.reprojection_weight)
 
     @property
-    def sensor_depth(self) -> bool:
-        """Whether a term needs the sensor depth."""
-        return bool(self.depth_weight or self.depth_shape_weight or self.depth_pair_scale_weight)
+    def sensor_depth(self) -> str:
+        """The first weighted term that needs the sensor depth (``aux.<name>``), or "" when none does."""
+        return next((name for name in SENSOR_DEPTH_WEIGHTS if getattr(self, name)), "")
 
 
 @dataclass
@@ -218,8 +219,8 @@ def aux_loss(out0: Any, out1: Any, K0: torch.Tensor, K1: torch.Tensor, T_0to1: t
     if not config.active:
         return AuxOutput(zero)
     if config.sensor_depth and (depth0 is None or depth1 is None):
-        name = next(n for n in ("depth_weight", "depth_shape_weight", "depth_pair_scale_weight") if getattr(config, n))
-        raise InputError(f"aux.{name}: needs registered depth images in the batch; set data.depth_topic")
+        raise InputError(f"aux.{config.sensor_depth}: needs registered depth images in the batch; set "
+                         "data.depth_topic")
     with torch.autocast(device_type=out0.depth.device.type, enabled=False):
         out = _aux_loss(out0, out1, K0.double(), K1.double(), T_0to1.double(), config, zero)
         if depth0 is not None and depth1 is not None:

@@ -59,7 +59,9 @@ def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> float:
     return float(values[order][torch.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
-DEPTH_POSES = ("sensor", "scale_only", "shape_only")  # depth_diagnostics' poses, see there
+# depth_diagnostics' poses (see there) -> their metrics.json keys
+DEPTH_POSES = {"sensor": "sensor_depth_pose", "scale_only": "depth_scale_only_pose",
+               "shape_only": "depth_shape_only_pose"}
 
 
 def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, float]], dict[str, np.ndarray | None]]:
@@ -208,10 +210,9 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
                             pair_scale_diffs.append(abs(rows[0]["log_scale"] - rows[1]["log_scale"]))
                         T_gt = item["T_0to1"].double().numpy()
                         if np.all(np.isfinite(T_gt)):
+                            K1, size1 = item["K_color1"].double().numpy(), tuple(item["image1"].shape[-1:-3:-1])
                             for name, T_depth in depth_poses.items():
-                                for key, value in (("T_est", T_depth), ("T_gt", T_gt),
-                                                   ("K", item["K_color1"].double().numpy()),
-                                                   ("size", tuple(item["image1"].shape[-1:-3:-1]))):
+                                for key, value in (("T_est", T_depth), ("T_gt", T_gt), ("K", K1), ("size", size1)):
                                     depth_pose_rows[name][key].append(value)
                 except Exception as err:  # noqa: BLE001
                     skip(err)
@@ -258,8 +259,7 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
         metrics["depth_scale_abs_log_median"] = float(np.median([abs(row["log_scale"]) for row in depth_rows]))
     if pair_scale_diffs:
         metrics["depth_pair_scale_diff_median"] = float(np.median(pair_scale_diffs))
-    for name, key in (("sensor", "sensor_depth_pose"), ("scale_only", "depth_scale_only_pose"),
-                      ("shape_only", "depth_shape_only_pose")):
+    for name, key in DEPTH_POSES.items():
         pose_rows = depth_pose_rows[name]
         if pose_rows["T_gt"]:
             metrics[key] = summarize_poses(pose_rows["T_est"], pose_rows["T_gt"], pose_rows["K"], pose_rows["size"])
