@@ -224,18 +224,29 @@ def test_onnxruntime_backend_feeds_and_matches_like_torch(default_onnx, demo_pai
     assert torch.equal(onnx_net.match(*outs), net.match(*outs))
 
 
+def _pose_distance(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
+    """Rotation angle (deg) and translation distance (m) between two ``[4, 4]`` poses."""
+    dR = T_a[:3, :3] @ T_b[:3, :3].T
+    angle = np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1)))
+    return float(angle), float(np.linalg.norm(T_a[:3, 3] - T_b[:3, 3]))
+
+
 def test_onnxruntime_backend_pose_near_the_torch_pose(default_onnx, demo_pair):
     """End to end, the two backends agree up to the solver's sensitivity: it samples matches from P, and the
-    float32 differences of the outputs (above) change some draws, so the poses are not equal. Measured on the demo
-    pairs, 4 seeds each: up to 2.0 deg / 0.14 m apart (seed 0 here: 1.3 deg / 0.05 m). A wrong image, focal length
-    or matcher on one side would be far outside."""
+    float32 differences of the outputs (above) change some draws, so the poses are not equal. The bound is the
+    solver's own spread on this pair: onnxruntime (seed 0) is no farther from torch (seed 0) than torch with
+    solver seeds 1-5 is (plus 1 deg / 5 cm), and under 6 deg / 0.3 m in any case. A wrong image, focal length or
+    matcher on one side would be far outside: the first test of this file shows those parts exact."""
     image0, K0, image1, K1 = demo_pair
-    torch_res = Relocalizer(load_default_network(), seed=0).estimate(image0, K0, image1, K1)
+    net = load_default_network()
+    torch_poses = [Relocalizer(net, seed=s).estimate(image0, K0, image1, K1) for s in range(6)]
     onnx_res = Relocalizer(backend="onnxruntime", onnx_path=default_onnx, seed=0).estimate(image0, K0, image1, K1)
-    assert torch_res.success and onnx_res.success
-    dR = onnx_res.T_0to1[:3, :3] @ torch_res.T_0to1[:3, :3].T
-    assert np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))) < 3.0
-    assert np.linalg.norm(onnx_res.T_0to1[:3, 3] - torch_res.T_0to1[:3, 3]) < 0.15
+    torch_res = torch_poses[0]
+    assert onnx_res.success and all(r.success for r in torch_poses)
+    spread = np.array([_pose_distance(r.T_0to1, torch_res.T_0to1) for r in torch_poses[1:]]).max(axis=0)
+    angle, dist = _pose_distance(onnx_res.T_0to1, torch_res.T_0to1)
+    assert angle <= min(spread[0] + 1.0, 6.0), (angle, spread)
+    assert dist <= min(spread[1] + 0.05, 0.3), (dist, spread)
     assert onnx_res.num_matches == torch_res.num_matches
     assert abs(onnx_res.num_inliers - torch_res.num_inliers) <= 0.1 * torch_res.num_inliers
 
