@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mickey_ros.cli import main
+from mickey_ros.geometry.se3 import rotation_angle_deg
 
 from conftest import DEMO
 
@@ -226,9 +227,7 @@ def test_onnxruntime_backend_feeds_and_matches_like_torch(default_onnx, demo_pai
 
 def _pose_distance(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
     """Rotation angle (deg) and translation distance (m) between two ``[4, 4]`` poses."""
-    dR = T_a[:3, :3] @ T_b[:3, :3].T
-    angle = np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1)))
-    return float(angle), float(np.linalg.norm(T_a[:3, 3] - T_b[:3, 3]))
+    return rotation_angle_deg(T_a[:3, :3], T_b[:3, :3]), float(np.linalg.norm(T_a[:3, 3] - T_b[:3, 3]))
 
 
 def test_onnxruntime_backend_pose_near_the_torch_pose(default_onnx, demo_pair):
