@@ -166,10 +166,12 @@ def test_demo_runs_every_pair_beside_ground_truth_and_no_motion(capsys, tmp_path
 
 def test_demo_pose_with_the_bundled_network_beats_no_motion(tmp_path):
     """The demo's poses against gt_pose.txt / pairs.txt: over the five pairs the bundled network must beat "no
-    motion" in median rotation and camera-centre error and get the metric scale within a factor 1.6 (median
-    |t|/|t_gt|). Measured (solver seed 0): 4.34 deg / 0.416 m / scale 0.69, "no motion" 10.0 deg / 0.543 m; the
-    previous constant-depth default failed all three (6.84 deg / 0.619 m / scale 0.13). The full acceptance
-    (0.15 m / 3 deg on held-out pairs) is test_default_network_accuracy's."""
+    motion" in median rotation and camera-centre error and be metric, i.e. get the median |t|/|t_gt| within a
+    factor 2 (the constant-depth default was short by x7.7; the stage-6 default's own p10-p90 on 120 held-out pairs
+    is 0.44-1.56, so one five-pair median cannot be held tighter). Measured (solver seed 0): 2.24 deg / 0.340 m /
+    scale 0.70, pair 1 2.24 deg / 0.209 m; "no motion" 10.0 deg / 0.543 m; the stage-4 default gives 3.91 deg /
+    0.319 m / 0.73; the constant-depth one failed all three (6.84 deg / 0.619 m / scale 0.13, on the renders before
+    the bitmap font). The full acceptance (0.15 m / 3 deg on held-out pairs) is test_default_network_accuracy's."""
     out = tmp_path / "p.json"
     assert main(["demo", "--device", "cpu", "--quiet", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())["summary"]
@@ -177,7 +179,7 @@ def test_demo_pose_with_the_bundled_network_beats_no_motion(tmp_path):
     assert summary["num_failures"] == 0
     assert summary["median_rot_err_deg"] < 0.6 * floor["median_rot_err_deg"]
     assert summary["median_trans_err_m"] < 0.9 * floor["median_trans_err_m"]
-    assert 1 / 1.6 < summary["scale_ratio_median"] < 1.6
+    assert 1 / 2 < summary["scale_ratio_median"] < 2
     pair1 = json.loads(out.read_text())["pairs"][0]  # the bundled pair of README and demo_pair
     gt = np.loadtxt(DEMO / "gt_pose.txt").reshape(3, 4)
     np.testing.assert_allclose(pair1["T_0to1_gt"][:3], gt, atol=1e-9)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from mickey_ros.cli import read_image
-from mickey_ros.data.synthetic_scene import camera_pose, demo_cameras, demo_pairs, make_textures, render
+from mickey_ros.data import synthetic_scene
+from mickey_ros.data.synthetic_scene import camera_pose, demo_cameras, demo_pairs, draw_text, make_textures, render
 from mickey_ros.demo import load_demo_pairs
 from mickey_ros.geometry.se3 import angle_axis_deg, invert_T
 
@@ -43,6 +44,35 @@ def test_generator_reproduces_the_shipped_files(tmp_path):
             image, shipped = read_image(tmp_path / name, name), read_image(DEMO / name, name)
             assert image.shape == shipped.shape == (224, 294, 3)
             assert np.abs(image.astype(int) - shipped.astype(int)).max() <= 1, name
+
+
+def test_textures_do_not_depend_on_the_opencv_font_renderer(monkeypatch):
+    """cv2.putText's Hershey text changed between opencv-python 5.0 and 5.1 (up to 80 grey levels on the same call),
+    which made the demo images and the training scenes depend on the installed OpenCV: the textures print with the
+    project's bitmap font instead, so the generator gives the same pixels with either."""
+    def no_put_text(*args, **kwargs):
+        raise AssertionError("make_textures called cv2.putText")
+
+    reference = make_textures(seed=0)
+    monkeypatch.setattr(synthetic_scene.cv2, "putText", no_put_text)
+    again = make_textures(seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(reference, again))
+
+
+def test_bitmap_text_lands_where_asked_and_clips_at_the_border():
+    scale = synthetic_scene.GLYPH_SCALE
+    tex = np.full((60, 80, 3), 200, np.uint8)
+    draw_text(tex, "1", (10, 40), 7)  # org = bottom-left corner, as cv2.putText's
+    ys, xs = np.nonzero(tex[..., 0] == 7)
+    assert (ys.min(), ys.max() + 1) == (40 - 7 * scale, 40) and xs.min() >= 10 and xs.max() < 10 + 5 * scale
+    ink = np.array([[c == "#" for c in row] for row in synthetic_scene.GLYPHS["1"]])
+    assert (tex[40 - 7 * scale:40:scale, 10:10 + 5 * scale:scale, 0] == 7).tolist() == ink.tolist()
+    assert np.all(tex[tex[..., 0] != 7] == 200) and np.all(tex[ys, xs] == 7)  # all three channels, nothing else
+    edge = np.full((30, 30, 3), 200, np.uint8)
+    draw_text(edge, "mickey 09", (20, 10), 0)  # runs off the right and top edges: clipped, no error
+    assert (edge == 0).any() and edge.shape == (30, 30, 3)
+    with pytest.raises(KeyError):
+        draw_text(edge, "X", (0, 20), 0)  # only the characters the textures print
 
 
 def test_pair_one_is_the_original_demo_pair():

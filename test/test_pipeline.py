@@ -48,9 +48,10 @@ def test_estimate_tiny_on_demo_pair(tiny_net, demo_pair):
 def test_bundled_default_on_the_demo_pair_against_ground_truth(demo_pair):
     """The bundled network on the demo pair (gt_pose.txt: 10 deg, |t| 0.543 m), for solver seeds 0-5: beats "no
     motion" (10 deg, 0.543 m) in rotation and camera centre for every seed and points the translation the right
-    way. Measured: rotation 1.8-5.0 deg, centre 0.23-0.42 m, direction 12-25 deg, scale |t|/|t_gt| 0.24-0.61 (too
-    short: the default is not accurate yet, issue 8; the previous default gave 10.6 deg / 0.62 m, pointing
-    backwards)."""
+    way. Measured with the stage-6 default: rotation 1.8-3.8 deg, centre 0.16-0.33 m, direction 7-20 deg, scale
+    |t|/|t_gt| 0.43-0.72 (short: the default is not accurate yet, issue 8). The stage-4 default gives 3.5-4.3 deg /
+    0.30-0.35 m / 26-38 deg / 0.45-0.55 (direction over 30 deg for four seeds); the constant-depth one gave 10.6 deg /
+    0.62 m, pointing backwards (on the renders before the bitmap font)."""
     from mickey_ros.geometry.metrics import pose_errors
     from mickey_ros.model.default import load_default_network
 

@@ -48,6 +48,42 @@ SCENE: list[Rect] = [
 ]
 
 
+# A 5 x 7 bitmap font for the characters the textures print ("#" = ink), drawn by numpy so that the textures do
+# not depend on OpenCV's font renderer (its Hershey text changed between opencv-python 5.0 and 5.1).
+GLYPHS: dict[str, tuple[str, ...]] = {
+    "m": (".....", ".....", "##.#.", "#.#.#", "#.#.#", "#.#.#", "#.#.#"),
+    "i": ("..#..", ".....", ".##..", "..#..", "..#..", "..#..", ".###."),
+    "c": (".....", ".....", ".###.", "#....", "#....", "#....", ".###."),
+    "k": ("#....", "#....", "#..#.", "#.#..", "##...", "#.#..", "#..#."),
+    "e": (".....", ".....", ".###.", "#...#", "#####", "#....", ".###."),
+    "y": (".....", "#...#", "#...#", ".#.#.", "..#..", ".#...", "#...."),
+    " ": (".....",) * 7,
+    "0": (".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."),
+    "1": ("..#..", ".##..", "..#..", "..#..", "..#..", "..#..", ".###."),
+    "2": (".###.", "#...#", "....#", "...#.", "..#..", ".#...", "#####"),
+    "3": ("####.", "....#", "....#", ".###.", "....#", "....#", "####."),
+    "4": ("...#.", "..##.", ".#.#.", "#..#.", "#####", "...#.", "...#."),
+    "5": ("#####", "#....", "####.", "....#", "....#", "#...#", ".###."),
+    "6": (".###.", "#....", "#....", "####.", "#...#", "#...#", ".###."),
+    "7": ("#####", "....#", "...#.", "..#..", ".#...", ".#...", ".#..."),
+    "8": (".###.", "#...#", "#...#", ".###.", "#...#", "#...#", ".###."),
+    "9": (".###.", "#...#", "#...#", ".####", "....#", "....#", ".###."),
+}
+GLYPH_SCALE = 3  # texture pixels per font pixel: 21-pixel-high characters, 18-pixel advance
+
+
+def draw_text(tex: np.ndarray, text: str, org: tuple[int, int], grey: int) -> None:
+    """Print ``text`` in place into ``tex`` ``[H, W, 3]`` uint8 with the bitmap font, in grey level ``grey``;
+    ``org`` (x, y) px is the bottom-left corner of the first character (as cv2.putText's), clipped at the border."""
+    rows = [" ".join(GLYPHS[c][r] for c in text) for r in range(7)]  # one blank font column between characters
+    ink = np.kron(np.array([[ch == "#" for ch in row] for row in rows]), np.ones((GLYPH_SCALE, GLYPH_SCALE), bool))
+    x0, y0 = org[0], org[1] - ink.shape[0]
+    ys, xs = np.nonzero(ink)
+    ys, xs = ys + y0, xs + x0
+    keep = (ys >= 0) & (ys < tex.shape[0]) & (xs >= 0) & (xs < tex.shape[1])
+    tex[ys[keep], xs[keep]] = grey
+
+
 def make_textures(seed: int = 0) -> list[np.ndarray]:
     """Four ``[512, 512, 3]`` uint8 RGB procedural textures."""
     rng = np.random.default_rng(seed)
@@ -66,8 +102,7 @@ def make_textures(seed: int = 0) -> list[np.ndarray]:
                 cv2.rectangle(tex, centre, (int(centre[0] + size[0]), int(centre[1] + size[1])), colour, -1)
         for _ in range(6):
             org = (int(rng.integers(0, TEXTURE_SIZE - 120)), int(rng.integers(30, TEXTURE_SIZE)))
-            cv2.putText(tex, f"mickey {k}{int(rng.integers(0, 99))}", org, cv2.FONT_HERSHEY_SIMPLEX, 1.0,
-                        (int(rng.integers(0, 80)),) * 3, 2, cv2.LINE_AA)
+            draw_text(tex, f"mickey {k}{int(rng.integers(0, 99))}", org, int(rng.integers(0, 80)))
         fine = rng.integers(-25, 25, (TEXTURE_SIZE, TEXTURE_SIZE, 1))
         textures.append(np.clip(tex.astype(np.int32) + fine, 0, 255).astype(np.uint8))
     return textures

@@ -3,7 +3,8 @@ the project's synthetic scenes.
 
 ``mickey_ros/data/default_small.pt`` is a self-describing checkpoint written by ``scripts/export_default_model.py``
 from a ``training/train.py`` run (staged recipe: ``training/configs/default_small_warmup.yaml`` ->
-``default_small_depth.yaml`` -> ``default_small.yaml`` -> ``default_small_focal.yaml``, step 6982 of the last),
+``default_small_depth.yaml`` -> ``default_small.yaml`` -> ``default_small_focal.yaml`` -> ``default_small_more.yaml``
+-> ``default_small_shape.yaml``, step 3104 of the last),
 weights stored in float16 and loaded into a float32 network; its training size (294 x 224) is in the file. It makes the package work out of the box (``mickey-ros demo``, ``match`` without
 ``--checkpoint``); for real scenes use the official weights or your own training.
 """

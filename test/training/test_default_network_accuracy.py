@@ -5,6 +5,10 @@ The pairs come from the project's own generator with a seed never used for train
 drawn as the acceptance protocol says: both recordings of the scene, baseline 0.15-1.2 m, view angle <= 30 deg. The
 network runs through ``Relocalizer`` with solver seed 0.
 Each number is checked beside the no-motion (identity) floor on the same pairs.
+
+Four rooms and 40 pairs, not one room: a network's depth-scale error is mostly per room, and one room's 12 pairs were
+too easy to measure rotation (there "no motion" was 1.98 deg, under the 3 deg bound; the stage-6 default passed
+every bound on them while it is at 0.41 m / 4.9 deg on the 40 held-out rooms of training/checkpoints/README.md).
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from training.data.build import build_dataset  # noqa: E402
 from training.evaluate import sample_pairs  # noqa: E402
 
 HELD_OUT_SEED = 777
-NUM_PAIRS = 12
+NUM_SCENES = 4
+NUM_PAIRS = 40
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def held_out(tmp_path_factory):
     from training.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("held_out")
-    generate(root / "test", scenes=1, frames=16, seed=HELD_OUT_SEED, depth=False)
+    generate(root / "test", scenes=NUM_SCENES, frames=16, seed=HELD_OUT_SEED, depth=False)
     cfg = config_mod.resolve(None, [f"data.val=[{root / 'test'}]", "data.min_baseline_m=0.15",
                                     "data.max_baseline_m=1.2", "data.max_angle_deg=30.0", f"data.cache_dir={root}"])
     return build_dataset(cfg, "val", root)
@@ -39,8 +44,9 @@ def held_out(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="issue 8 acceptance not reached yet: the bundled default is metric but not "
-                   "accurate (0.43 m / 6.6 deg on 40 held-out rooms); remove this mark in the change that ships a "
-                   "default meeting it")
+                   "accurate (here 0.231 m / 3.87 deg / scale 1.11 / direction 33 deg, no motion 0.414 m / 6.22 deg; "
+                   "0.41 m / 4.9 deg on 40 held-out rooms); remove this mark in the change that ships a default "
+                   "meeting it")
 def test_default_network_is_metric_on_held_out_pairs(held_out):
     torch.set_num_threads(2)
     reloc = Relocalizer(load_default_network(), device="cpu", seed=0)
@@ -56,6 +62,6 @@ def test_default_network_is_metric_on_held_out_pairs(held_out):
     floor = s["identity"]
     assert s["num_pairs"] == NUM_PAIRS and s["num_failures"] == 0
     assert s["median_trans_err_m"] <= 0.15 < floor["median_trans_err_m"]
-    assert s["median_rot_err_deg"] <= 3.0
+    assert s["median_rot_err_deg"] <= 3.0 < floor["median_rot_err_deg"]
     assert 0.85 <= s["scale_ratio_median"] <= 1.15
     assert s["median_trans_dir_err_deg"] <= 25.0
