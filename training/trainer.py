@@ -166,6 +166,16 @@ class FeatureCache:
 
 
 # -- trainer ----------------------------------------------------------------------------------------------------
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker start: leave SIGINT / SIGTERM to the main process. A signal sent to the whole process group
+    (systemd's default KillMode, ``kill -- -PGID``, Ctrl-C) would otherwise kill the workers first, and the main
+    process would die with "DataLoader worker is killed by signal" instead of checkpointing; it stops them itself
+    when it exits (and a worker whose parent has gone exits on its own)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class Trainer:
     def __init__(self, cfg: dict, rank: int = 0, world: int = 1) -> None:
         self.cfg, self.rank, self.world = cfg, rank, world
@@ -340,7 +350,7 @@ class Trainer:
     def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
         workers = self.cfg["data"]["num_workers"]
         return DataLoader(dataset, batch_sampler=batches, num_workers=workers, persistent_workers=False,
-                          pin_memory=self.device.type == "cuda")
+                          pin_memory=self.device.type == "cuda", worker_init_fn=_ignore_stop_signals)
 
     def _train_mode(self) -> None:
         """Train mode; with ``train.freeze_batchnorm`` the BatchNorm layers stay in eval mode (they use and keep their

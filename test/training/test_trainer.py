@@ -188,6 +188,34 @@ def test_feature_cache_keys_by_name_and_size(tiny_net):
 
 # -- processes ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_stops_cleanly(bags, tmp_path, signum):
+    """What systemd (KillMode=control-group), `kill -- -PGID` and Ctrl-C do: the signal reaches the data-loading
+    workers too. The trainer must still finish its step, write last.ckpt and exit 130, not die with "DataLoader
+    worker is killed by signal" and lose the steps since the last checkpoint."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "training/train.py",
+                             *_overrides(bags, run, "train.max_steps=200", "data.num_workers=1")],
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "metrics.jsonl").exists() and len(_losses(run)) >= 2:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=300)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert proc.returncode == 130 and "killed by signal" not in err, err[-2000:]
+    assert f"continue with --resume {ckpt}" in err
+    assert int(torch.load(ckpt, weights_only=True)["step"]) >= 2
+    time.sleep(1.0)  # the workers ignore the signal: the main process must have stopped them on its way out
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)
+
+
+@pytest.mark.slow
 def test_kill_and_resume_continues_exactly(bags, tmp_path):
     run_b = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "training/train.py", *_overrides(bags, run_b, "train.max_steps=50")],
