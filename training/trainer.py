@@ -166,7 +166,6 @@ class FeatureCache:
 
 
 # -- trainer ----------------------------------------------------------------------------------------------------
-
 def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader worker start: leave SIGINT / SIGTERM to the main process. A signal sent to the whole process group
     (systemd's default KillMode, ``kill -- -PGID``, Ctrl-C) would otherwise kill the workers first, and the main
