@@ -8,7 +8,9 @@ written to ``<train.run_dir>/config.yaml``. Checkpoints: ``<run_dir>/checkpoints
 ``train.checkpoint_every`` steps, at the end and on SIGINT/SIGTERM; ``best_vcre.ckpt`` (also written as
 ``best.ckpt``) by validation VCRE AUC and ``best_pose.ckpt`` by validation pose AUC, as the official
 trainer; ``train.val_per_epoch`` validations per epoch (official: 2).
-They load with ``mickey_ros.model.load_checkpoint`` (and the ``mickey-ros --checkpoint`` option).
+``--resume`` continues exactly (model, optimiser moments, data order, RNG); the config's ``optim.lr`` and
+``optim.eps`` win over the checkpoint's, so ``--resume CKPT optim.lr=3e-5`` lowers the rate for the rest of a run.
+Checkpoints load with ``mickey_ros.model.load_checkpoint`` (and the ``mickey-ros --checkpoint`` option).
 Exit codes: 0 done, 2 bad configuration or data (one line), 130 interrupted (checkpoint written).
 """
 from __future__ import annotations
@@ -27,7 +29,8 @@ from mickey_ros.errors import MickeyError  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML file with sections model, data, optim, loss, train")
-    parser.add_argument("--resume", help="training checkpoint to continue from (exactly)")
+    parser.add_argument("--resume", help="training checkpoint to continue from (exactly; a changed optim.lr or "
+                        "optim.eps in the config or overrides applies from the resumed step on)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.batch_size=4")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -336,6 +336,7 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"--resume {path}: does not fit this model/config "
                                   f"({str(err).splitlines()[0]})") from err
+        self._apply_config_lr(path)
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.best_auc = int(state["batch_in_epoch"]), float(state["best_auc"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
@@ -344,6 +345,20 @@ class Trainer:
         if self.scaler is not None and state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
         _set_rng_state(state["rng"])
+
+    def _apply_config_lr(self, path: str | Path) -> None:
+        """The config's ``optim.lr`` and ``optim.eps`` win over the checkpoint's (Adam's moments are kept).
+
+        An unchanged config resumes exactly; ``--resume CKPT optim.lr=3e-5`` continues at the new rate (without
+        this, ``load_state_dict`` would silently keep the checkpoint's rate and ignore the override)."""
+        lr, eps = float(self.cfg["optim"]["lr"]), float(self.cfg["optim"]["eps"])
+        changed = [g for g in self.opt.param_groups if g["lr"] != lr or g["eps"] != eps]
+        if changed:
+            log.warning("--resume %s: optimiser lr %g, eps %g in the checkpoint; continuing with the config's "
+                        "optim.lr %g, optim.eps %g (Adam moments kept)", path, changed[0]["lr"], changed[0]["eps"],
+                        lr, eps)
+        for group in self.opt.param_groups:
+            group["lr"], group["eps"] = lr, eps
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:

@@ -431,3 +431,26 @@ def test_model_depth_focal_ref_continues_a_metric_checkpoint_as_focal_relative(t
 
     with pytest.raises(InputError, match=r"depth_focal_ref: expected 0 \(off\) or a focal length in pixels, got -1"):
         build_network(config_mod.resolve(None, [f"model.checkpoint={path}", "model.depth_focal_ref=-1.0"]))
+
+
+def test_resume_applies_the_configs_learning_rate_and_keeps_adams_moments(tmp_path, caplog):
+    """``--resume CKPT optim.lr=X`` continues at X (load_state_dict alone would keep the checkpoint's rate and
+    ignore the override); an unchanged config keeps the checkpoint's rate, so that resume stays exact."""
+    base = [f"train.run_dir={tmp_path}", "train.device=cpu", "train.curriculum=false", "optim.lr=1e-3"]
+    trainer = Trainer(config_mod.resolve(None, base))
+    trainer.train_step(_demo_batch([0]), [0])
+    path = trainer.save("x.ckpt")
+    moments = {k: v["exp_avg"].clone() for k, v in trainer.opt.state_dict()["state"].items()}
+    same = Trainer(config_mod.resolve(None, base))
+    with caplog.at_level("WARNING", logger="mickey_ros.training"):
+        same.resume(path)
+    assert [g["lr"] for g in same.opt.param_groups] == [1e-3] * len(same.opt.param_groups)
+    assert "optim.lr" not in caplog.text
+    lower = Trainer(config_mod.resolve(None, base + ["optim.lr=3e-5", "optim.eps=1e-7"]))
+    with caplog.at_level("WARNING", logger="mickey_ros.training"):
+        lower.resume(path)
+    assert all(g["lr"] == 3e-5 and g["eps"] == 1e-7 for g in lower.opt.param_groups)
+    assert "lr 0.001, eps 1e-06 in the checkpoint; continuing with the config's optim.lr 3e-05" in caplog.text
+    state = lower.opt.state_dict()["state"]
+    assert moments and all(torch.equal(state[k]["exp_avg"], v) for k, v in moments.items())
+    assert lower.step == 1
