@@ -117,3 +117,17 @@ def test_ros_wheels_are_installed_in_ci():
     import rosbags.rosbag2  # noqa: F401
     import skimage.data  # noqa: F401
     import torch.utils.tensorboard  # noqa: F401
+
+
+TREE_LIMIT_MIB = 48  # a lent GPU machine takes at most 64 MiB of working tree (checked files travel with it)
+
+
+def test_tracked_files_fit_a_gpu_machines_working_tree_limit():
+    """Every tracked file travels to a lent GPU machine (the device tool: 64 MiB for the whole tree); full training
+    checkpoints are 29 MB each, so only the newest milestone stays in the tree (older ones: git history)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], capture_output=True, cwd=REPO, check=True).stdout
+    files = [REPO / name for name in listed.decode().split("\0") if name]
+    sizes = {f.relative_to(REPO).as_posix(): f.stat().st_size for f in files if f.is_file()}
+    total = sum(sizes.values()) / 2**20
+    largest = sorted(sizes, key=sizes.get, reverse=True)[:3]
+    assert total <= TREE_LIMIT_MIB, f"tracked files {total:.1f} MiB > {TREE_LIMIT_MIB} MiB; largest: {largest}"
