@@ -341,7 +341,7 @@ def test_evaluate_on_a_mapfree_tree_matches_the_benchmark_scoring(tmp_path):
     import numpy as np
 
     from mickey_ros.geometry.se3 import matrix_to_quat_wxyz
-    from mickey_ros.mapfree import evaluate_submission
+    from mickey_ros.mapfree import KEY_MEDIAN_ROT, KEY_MEDIAN_TRANS, KEY_MEDIAN_VCRE, evaluate_submission
 
     demo = REPO / "mickey_ros" / "data" / "demo"
     scene = tmp_path / "mapfree" / "val" / "s00000"
@@ -378,8 +378,12 @@ def test_evaluate_on_a_mapfree_tree_matches_the_benchmark_scoring(tmp_path):
                     str(tmp_path / "mapfree"), "--out", str(tmp_path / "own"), "--device", "cpu", "--max-pairs", "2"])
     own = json.loads((tmp_path / "own" / "metrics.json").read_text())  # our scoring of the same two pairs
     assert limited.returncode == 0 and own.keys() == metrics.keys()
+    # Our scoring uses the float64 poses; the benchmark reads them back from the zip, q and t rounded to 6 decimals
+    # (<= 5e-7 per component). Near a 2 deg rotation that moves the angle by up to 2 * 1e-6 / sin(1 deg) rad
+    # (~0.007 deg); t moves by < 1e-6 m; the reprojection of 5 virtual points by well under 0.01 px.
+    rounding = {KEY_MEDIAN_ROT: 0.01, KEY_MEDIAN_TRANS: 1e-5, KEY_MEDIAN_VCRE: 0.01}
     for key in benchmark:
-        assert own[key] == pytest.approx(metrics[key], rel=1e-5, abs=1e-6), key
+        assert own[key] == pytest.approx(metrics[key], rel=0, abs=rounding.get(key, 1e-6)), key
     from mickey_ros.geometry.pose_eval import flatten
 
     summary_own, summary = flatten({k: own[k] for k in own if k not in benchmark}), flatten(
