@@ -139,7 +139,8 @@ def _run_match(args: argparse.Namespace) -> Any:
     device = resolve_device(args.device)
     net = _load_network(args)
     reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
-                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args))
+                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
+                        depth_flip=args.depth_flip)
     res = reloc.estimate(image0, K0, image1, K1)
     out = _pose_dict(res)
     out.update(image0=str(args.image0), image1=str(args.image1), K0=K0.tolist(), K1=K1.tolist())
@@ -184,7 +185,8 @@ def cmd_eval_pairs(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     reloc = Relocalizer(_load_network(args), device=device, seed=args.seed, precision=args.precision,
-                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args))
+                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
+                        depth_flip=args.depth_flip)
     result = evaluate_pairs(pairs, args.image_dir, reloc.estimate, viz_dir=args.viz_dir, read=read_image,
                             progress=not args.quiet and sys.stderr.isatty())
     print("\n".join(summary_lines(result["summary"])))
@@ -205,7 +207,8 @@ def cmd_bag(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     net = _load_network(args)
     reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
-                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args))
+                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
+                        depth_flip=args.depth_flip)
     log.info("warm-up inference: %.2f s", reloc.warmup())  # so the first pair's latency is like the others'
     summary = process_bag(args.input, args.output, reloc, topics, prefix=args.prefix, slop=args.slop,
                           storage=args.storage, frame0=args.frame0, frame1=args.frame1, progress=not args.quiet,
@@ -302,6 +305,8 @@ def _network_args(p: argparse.ArgumentParser) -> None:
                    help="size budget without --resize: longer images are resized to this long side, K rescaled "
                         "(default: the network's training size, 720 for DINOv2 weights; 0: none)")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (backbone autocast)")
+    p.add_argument("--depth-flip", action="store_true",
+                   help="average each image's depth with its mirror image's (twice the network time)")
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:

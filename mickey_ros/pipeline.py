@@ -150,6 +150,24 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def flip_average_depth(out: MicKeyOutput, out_flipped: MicKeyOutput) -> MicKeyOutput:
+    """``out`` with its depth replaced by the per-patch mean of its own and the mirrored image's depth.
+
+    Args:
+        out: the network's outputs for an image (``depth [B, h * w]`` metres on the ``h x w`` patch grid).
+        out_flipped: its outputs for the same image mirrored left-right (``image.flip(-1)``; the width is a multiple
+            of 14, so patch column ``j`` of the mirror is column ``w - 1 - j`` of the image).
+
+    Returns:
+        ``out`` with ``depth [B, h * w] = (depth + mirrored-back flipped depth) / 2``; kpts, scores and
+        descriptors unchanged.
+    """
+    if out.grid_hw != out_flipped.grid_hw or out.depth.shape != out_flipped.depth.shape:
+        raise ValueError(f"flip_average_depth: grids differ: {out.grid_hw} vs {out_flipped.grid_hw}")
+    mirrored = out_flipped.depth_map.flip(-1).reshape(out.depth.shape)
+    return dataclasses.replace(out, depth=(out.depth + mirrored.to(out.depth.dtype)) / 2)
+
+
 class Relocalizer:
     """Metric relative pose from two images and their intrinsics with a MicKey network.
 
@@ -178,6 +196,10 @@ class Relocalizer:
         covariance_scale: factor on the propagated covariance, calibrated on held-out pairs (``training/evaluate.py``
             reports the NEES and the factor that would make it consistent); default
             :data:`DEFAULT_COVARIANCE_SCALE`, calibrated for the bundled network.
+        depth_flip: also run the network on each image mirrored left-right and use, per patch, the mean of the
+            two depths (:func:`flip_average_depth`; keypoints, scores and descriptors stay the image's own). Twice
+            the network time; off by default (the official network and its numbers stay as published). Measured
+            for the bundled network in ``training/checkpoints/README.md``.
 
     Images whose K cannot belong to them (field of view outside 1-179 deg, principal point far outside) raise
     ``IntrinsicsError``; a near-constant image or non-finite network outputs give ``success=False`` with the
@@ -196,6 +218,7 @@ class Relocalizer:
         backend: str = "torch",
         onnx_path: str | Path | None = None,
         covariance_scale: float = DEFAULT_COVARIANCE_SCALE,
+        depth_flip: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -225,6 +248,9 @@ class Relocalizer:
                 or not np.isfinite(covariance_scale) or covariance_scale <= 0:
             raise InputError(f"covariance_scale: expected a positive number, got {covariance_scale!r}")
         self.covariance_scale = float(covariance_scale)
+        if not isinstance(depth_flip, (bool, np.bool_)):
+            raise InputError(f"depth_flip: expected True or False, got {depth_flip!r}")
+        self.depth_flip = bool(depth_flip)
         self.max_side = None if max_side is None else int(max_side)
         self._budget_logged: set[tuple[int, int]] = set()
         self.device = resolve_device(device)
@@ -408,11 +434,18 @@ class Relocalizer:
 
     @torch.no_grad()
     def _extract(self, view: _View) -> MicKeyOutput:
+        out = self._run_one(view.image, view.K)
+        if self.depth_flip:
+            out = flip_average_depth(out, self._run_one(view.image.flip(-1), view.K))
+        return out
+
+    def _run_one(self, image: torch.Tensor, K: np.ndarray) -> MicKeyOutput:
+        """The network on one ``[1, 3, H, W]`` image with intrinsics ``K`` (of the network input)."""
         if isinstance(self.net, OnnxNetwork):  # backbone and heads in one onnxruntime call (precision: the file's)
-            return self.net(view.image, torch.tensor([view.K[0, 0]], dtype=torch.float32))
+            return self.net(image, torch.tensor([K[0, 0]], dtype=torch.float32))
         with self._autocast():
-            features = self.net.backbone_features(view.image)
-        focal = torch.tensor([view.K[0, 0]], dtype=torch.float32, device=self.device)  # of the network input
+            features = self.net.backbone_features(image)
+        focal = torch.tensor([K[0, 0]], dtype=torch.float32, device=self.device)  # of the network input
         return self.net.forward_heads(features.float(), focal)
 
     @torch.no_grad()
@@ -427,19 +460,28 @@ class Relocalizer:
             groups.setdefault(tuple(view.image.shape), []).append(view)
         for group in groups.values():
             images = torch.cat([view.image for view in group])
-            if isinstance(self.net, OnnxNetwork):
-                focal = torch.tensor([view.K[0, 0] for view in group], dtype=torch.float32)
-                out = self.net(images, focal)
-                for b, view in enumerate(group):
-                    view.out = dataclasses.replace(out, kpts=out.kpts[b:b + 1], depth=out.depth[b:b + 1],
-                                                   scores=out.scores[b:b + 1], descriptors=out.descriptors[b:b + 1])
-                continue
-            with self._autocast():
-                features = self.net.backbone_features(images)  # the batched part: the backbone dominates
-            for b, view in enumerate(group):  # heads per image (their convolutions round differently per batch and
-                # per memory layout: contiguous, as the features of a batch of one)
-                focal = torch.tensor([view.K[0, 0]], dtype=torch.float32, device=self.device)
-                view.out = self.net.forward_heads(features[b:b + 1].contiguous().float(), focal)
+            outs = self._run_many(images, group)
+            if self.depth_flip:
+                outs = [flip_average_depth(o, f) for o, f in zip(outs, self._run_many(images.flip(-1), group))]
+            for view, out in zip(group, outs):
+                view.out = out
+
+    def _run_many(self, images: torch.Tensor, group: list[_View]) -> list[MicKeyOutput]:
+        """The network on ``[B, 3, H, W]`` images of one size (``group``: their views, for K): ``[1, ...]`` outputs."""
+        if isinstance(self.net, OnnxNetwork):
+            focal = torch.tensor([view.K[0, 0] for view in group], dtype=torch.float32)
+            out = self.net(images, focal)
+            return [dataclasses.replace(out, kpts=out.kpts[b:b + 1], depth=out.depth[b:b + 1],
+                                        scores=out.scores[b:b + 1], descriptors=out.descriptors[b:b + 1])
+                    for b in range(len(group))]
+        with self._autocast():
+            features = self.net.backbone_features(images)  # the batched part: the backbone dominates
+        outs = []
+        for b, view in enumerate(group):  # heads per image (their convolutions round differently per batch and
+            # per memory layout: contiguous, as the features of a batch of one)
+            focal = torch.tensor([view.K[0, 0]], dtype=torch.float32, device=self.device)
+            outs.append(self.net.forward_heads(features[b:b + 1].contiguous().float(), focal))
+        return outs
 
     @torch.no_grad()
     def _solve(self, view0: _View, view1: _View) -> RelativePose:

@@ -328,3 +328,20 @@ def test_bad_input_exit_2_one_line(case, expected, tmp_path, capsys, monkeypatch
                 "--intrinsics1", "220", "220", "146", "111", "--device", "cpu", "--onnx", str(tmp_path / "absent.onnx")]
     assert main(args) == 2
     assert re.search(expected, _error_line(capsys)), case
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_onnxruntime_backend_depth_flip_averages_like_torch(default_onnx, demo_pair, batched):
+    """depth_flip on the onnxruntime backend: the same mirror-and-average as torch (depth maps within float32
+    rounding of the torch backend's), single and batched."""
+    image0, K0, image1, K1 = demo_pair
+    results = []
+    for reloc in (Relocalizer(load_default_network(), seed=0, depth_flip=True),
+                  Relocalizer(backend="onnxruntime", onnx_path=default_onnx, seed=0, depth_flip=True)):
+        pair = (image0, K0, image1, K1)
+        results.append(reloc.estimate_batch([pair])[0] if batched else reloc.estimate(*pair))
+    plain = Relocalizer(load_default_network(), seed=0).estimate(image0, K0, image1, K1)
+    assert all(r.success for r in results)
+    for k in ("depth0", "depth1"):
+        np.testing.assert_allclose(getattr(results[1], k), getattr(results[0], k), rtol=1e-4)
+        assert np.abs(getattr(results[0], k) - getattr(plain, k)).max() > 1e-3  # the flip did change the depth

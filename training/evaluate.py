@@ -70,8 +70,9 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
 
     Per view, over the keypoints with a valid sensor depth (nearest pixel): ``ratio`` (median predicted / sensor),
     ``logcorr`` (Pearson correlation of the log depths), ``abs_log_err`` (median |log(predicted / sensor)|),
-    ``log_scale`` (median log(predicted / sensor): the view's scale error; ``abs_log_err`` minus what a per-image
-    scale explains is shape error) and ``abs_log_err_matched`` (the median of |log(predicted / sensor)| weighted by
+    ``log_scale`` (median log(predicted / sensor): the view's scale error), ``shape_abs_log_err`` (median
+    |log(predicted / sensor) - log_scale|: the shape error, what is left once the view's scale is right) and
+    ``abs_log_err_matched`` (the median of |log(predicted / sensor)| weighted by
     each keypoint's match probability, a row or column sum of P: the depth error of the keypoints the solver
     draws, as it samples correspondences by P).
 
@@ -82,6 +83,7 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
     ``T_0to1``, or None when the solver finds none; all None when a view has under 3 valid depths.
     """
     from mickey_ros.geometry.camera import backproject
+    from mickey_ros.pipeline import flip_average_depth
     from mickey_ros.solver import solve_relative_pose
     from training.aux_loss import sample_depth
 
@@ -89,7 +91,10 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
     outs, sensor, Ks = [], [], []
     for k in (0, 1):
         focal = item[f"K_color{k}"][0, 0].reshape(1).float().to(device)  # fx of this image (focal-relative depth)
-        out = net(item[f"image{k}"][None].to(device), focal)
+        image = item[f"image{k}"][None].to(device)
+        out = net(image, focal)
+        if reloc.depth_flip:  # the depth the Relocalizer uses
+            out = flip_average_depth(out, net(image.flip(-1), focal))
         z = sample_depth(item[f"depth{k}"][None].to(device), out.kpts)[0]
         d = out.depth[0]
         ok = torch.isfinite(z) & (z > 0) & (d > 0)
@@ -106,6 +111,7 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
         rows.append({"ratio": float(log_ratio.exp().median()),
                      "logcorr": float(torch.corrcoef(torch.stack([ld, lz]))[0, 1]),
                      "abs_log_err": float(log_ratio.abs().median()), "log_scale": float(log_ratio.median()),
+                     "shape_abs_log_err": float((log_ratio - log_ratio.median()).abs().median()),
                      "abs_log_err_matched": weighted_median(log_ratio.abs(), mass[ok].double())})
     poses: dict[str, np.ndarray | None] = dict.fromkeys(DEPTH_POSES)
     if len(rows) < 2:
@@ -125,12 +131,13 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
 
 
 def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,
-                     indices: list[int] | None = None, batch: int = 1,
+                     indices: list[int] | None = None, batch: int = 1, depth_flip: bool = False,
                      ) -> tuple[dict[str, Any], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
     """Run the Relocalizer on the dataset's pairs (``indices``, else the first ``max_pairs``) and score them as
     Map-free does. Items with sensor depth (``depth0``/``depth1``) add, over images, ``depth_ratio_median``,
     ``depth_logcorr_median``, ``depth_abs_log_err_median``, ``depth_abs_log_err_matched_median`` (weighted by
-    the match probability) and ``depth_scale_abs_log_median`` (per-image scale error), over pairs
+    the match probability), ``depth_scale_abs_log_median`` (per-image scale error) and
+    ``depth_shape_abs_log_err_median`` (the error left once each image's scale is right), over pairs
     ``depth_pair_scale_diff_median`` (|log scale0 - log scale1|: the part a rigid fit cannot absorb), and the pose
     summaries (with ``identity``) of the network's matches with the sensor depth (``sensor_depth_pose``:
     near-perfect there means depth, not matching, limits the pose), with the sensor depth times the network's
@@ -139,8 +146,9 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
 
     A pair that raises (unreadable frame, implausible intrinsics, ...) counts as a failure and its reason as an
     entry of ``metrics["skipped"]`` (reason -> count); the run goes on. ``batch`` pairs go through the network at
-    a time (:meth:`mickey_ros.pipeline.Relocalizer.estimate_batch`: the same poses as one by one).
-    ``metrics["covariance"]``: the calibration of the poses' covariance over the successful pairs
+    a time (:meth:`mickey_ros.pipeline.Relocalizer.estimate_batch`: the same poses as one by one). ``depth_flip``:
+    the Relocalizer's option of that name (depth averaged with the mirrored image's; the depth diagnostics use the
+    same depth). ``metrics["covariance"]``: the calibration of the poses' covariance over the successful pairs
     (:func:`mickey_ros.geometry.covariance.nees_summary`: mean NEES, 6 when consistent; fraction inside the 95 %
     bound; the factor on ``covariance_scale`` that would make the mean 6 or the median right).
 
@@ -155,7 +163,7 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     """
     from mickey_ros.pipeline import Relocalizer
 
-    reloc = Relocalizer(net, device=device, seed=seed)
+    reloc = Relocalizer(net, device=device, seed=seed, depth_flip=depth_flip)
     per_scene: dict[str, dict[str, list[float]]] = {}
     estimates: dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]] = {}
     failures = 0
@@ -254,6 +262,7 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     if depth_rows:
         for key, name in (("ratio", "depth_ratio_median"), ("logcorr", "depth_logcorr_median"),
                           ("abs_log_err", "depth_abs_log_err_median"),
+                          ("shape_abs_log_err", "depth_shape_abs_log_err_median"),
                           ("abs_log_err_matched", "depth_abs_log_err_matched_median")):
             metrics[name] = float(np.nanmedian([row[key] for row in depth_rows]))
         metrics["depth_scale_abs_log_median"] = float(np.median([abs(row["log_scale"]) for row in depth_rows]))
@@ -289,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="pairs through the network at a time (same poses)")
     parser.add_argument("--config", help="training config (data topics/pair limits for --kind bags)")
     parser.add_argument("--sample", type=int, help="evaluate a random subset of this many pairs (seeded by --seed)")
+    parser.add_argument("--depth-flip", action="store_true",
+                        help="average each image's depth with its mirror image's (Relocalizer depth_flip)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override, e.g. --set data.max_angle_deg=30 (repeatable)")
     args = parser.parse_args(argv)
@@ -328,7 +339,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"--sample: expected a positive number of pairs, got {args.sample}")
     indices = sample_pairs(len(dataset), args.sample, args.seed) if args.sample else None
     metrics, estimates = evaluate_dataset(net, dataset, resolve_device(args.device), args.seed, args.max_pairs,
-                                          indices, batch=args.batch)
+                                          indices, batch=args.batch, depth_flip=args.depth_flip)
     write_submission(out / "submission.zip", estimates)
     if args.kind == "mapfree" and args.max_pairs is None and indices is None:  # the benchmark's own scoring of the zip
         kept = ("identity", "skipped", "covariance")

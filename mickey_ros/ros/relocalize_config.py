@@ -25,6 +25,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "preset": ("tiny", "network preset used with checkpoint 'random'"),
     "device": ("auto", "auto, cpu, cuda, cuda:N"),
     "precision": ("auto", "auto, fp32, bf16, fp16 (backbone autocast)"),
+    "depth_flip": (False, "average each image's depth with its mirror image's (twice the network time)"),
     "seed": (0, "solver seed"),
     "covariance_scale": (DEFAULT_COVARIANCE_SCALE, "factor on the propagated pose covariance (calibrated for the "
                                                    "bundled network; training/evaluate.py reports another one's)"),

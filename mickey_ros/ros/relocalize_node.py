@@ -247,7 +247,7 @@ class RelocalizeNode(PublishingMixin, LifecycleNode):
         self._reference_file = load_reference(p)  # ParameterError (file, size, K) before the network is loaded
         net, network = load_network(p) if self._given_net is None else (self._given_net, "given by the caller")
         self.reloc = Relocalizer(net, device=p["device"], seed=p["seed"], precision=p["precision"],
-                                 covariance_scale=p["covariance_scale"])
+                                 covariance_scale=p["covariance_scale"], depth_flip=p["depth_flip"])
         del net
         self.stats, self._latency_sum = new_stats(), 0.0
         if self.pub_pose is None:
@@ -421,6 +421,8 @@ class RelocalizeNode(PublishingMixin, LifecycleNode):
             self.reloc.seed = self.params["seed"]
         if "covariance_scale" in changed and self.reloc is not None:
             self.reloc.covariance_scale = float(self.params["covariance_scale"])
+        if "depth_flip" in changed and self.reloc is not None:
+            self.reloc.depth_flip = bool(self.params["depth_flip"])
         if changed & {"tf_mode", "child_frame_suffix", "child_frame", "frame0", "frame1"}:
             self.tf_naming = self._tf_naming()
             if self.reloc is not None:

@@ -63,6 +63,12 @@ def test_declared_parameters_carry_descriptions_and_ranges(ros, tiny_net):
         assert reloc.reloc.covariance_scale == 2.5
         assert not reloc.set_parameters([rclpy.parameter.Parameter("covariance_scale", value=0.0)])[0].successful
         assert reloc.reloc.covariance_scale == 2.5
+        # depth_flip: off by default, switched on and off at run time
+        assert reloc.reloc.depth_flip is False and relocalize_node.PARAMETERS["depth_flip"][0] is False
+        assert reloc.set_parameters([rclpy.parameter.Parameter("depth_flip", value=True)])[0].successful
+        assert reloc.reloc.depth_flip is True
+        assert not reloc.set_parameters([rclpy.parameter.Parameter("depth_flip", value="yes")])[0].successful
+        assert reloc.reloc.depth_flip is True
         result = align.set_parameters([rclpy.parameter.Parameter("min_confidence", value=2.0)])[0]
         assert not result.successful  # outside [0, 1]: rejected by the declared range
     finally:

@@ -43,6 +43,7 @@ def test_sampled_evaluation_with_overrides_reports_depth_at_keypoints(rgbd, tmp_
     assert metrics["num_pairs"] == 3 and metrics["identity"]["num_pairs"] == 3
     assert 0 < metrics["depth_ratio_median"] < 100 and -1 <= metrics["depth_logcorr_median"] <= 1
     assert metrics["depth_abs_log_err_median"] > 0 and metrics["depth_scale_abs_log_median"] > 0
+    assert 0 < metrics["depth_shape_abs_log_err_median"] < 10
     assert metrics["depth_pair_scale_diff_median"] >= 0 and metrics["depth_abs_log_err_matched_median"] > 0
     for key in ("sensor_depth_pose", "depth_scale_only_pose", "depth_shape_only_pose"):
         assert metrics[key]["num_pairs"] == 3 and "identity" in metrics[key], key
@@ -103,6 +104,7 @@ def test_depth_diagnostics_separate_scale_from_shape_and_solve_with_the_sensor_d
                                                                    abs=1e-5)
             assert [r["abs_log_err"] for r in rows] == pytest.approx([abs(r["log_scale"]) for r in rows], abs=1e-6)
             assert [r["logcorr"] for r in rows] == pytest.approx([1.0, 1.0], abs=1e-6)  # pure scale: same shape
+            assert [r["shape_abs_log_err"] for r in rows] == pytest.approx([0.0, 0.0], abs=1e-6)
             poses.append(T)
     # the sensor-depth pose does not see the network's depth at all: the same for both factors, and a real pose
     assert poses[0]["sensor"] is not None and poses[0]["sensor"] == pytest.approx(poses[1]["sensor"], abs=1e-9)
@@ -117,15 +119,18 @@ def test_depth_diagnostics_separate_scale_from_shape_and_solve_with_the_sensor_d
 
     with torch.no_grad():
         outs = [net(item[f"image{k}"][None], item[f"K_color{k}"][0, 0].reshape(1).float()) for k in (0, 1)]
-        factors = []
+        factors, shape_errors = [], []
         for k, f in zip((0, 1), (2.0, 1.0)):
             z = sample_depth(item[f"depth{k}"][None], outs[k].kpts)[0]
             ok = torch.isfinite(z) & (z > 0)
             noise = 0.3 * torch.randn(z.shape, generator=torch.Generator().manual_seed(k))
             factors.append(f * torch.exp(noise - noise[ok].median()))
+            shape_errors.append(float((noise[ok] - noise[ok].median()).abs().median()))
         reloc.net = _ScaledDepth(net, (item["depth0"], item["depth1"]), factors)
         rows, noisy = evaluate.depth_diagnostics(reloc, item)
     assert [r["log_scale"] for r in rows] == pytest.approx([float(torch.tensor(2.0).log()), 0.0], abs=1e-6)
+    assert [r["shape_abs_log_err"] for r in rows] == pytest.approx(shape_errors, rel=1e-4)  # the noise, not the factors
+    assert min(shape_errors) > 0.1
     assert noisy["scale_only"] == pytest.approx(poses[0]["scale_only"], abs=1e-9)
     assert noisy["sensor"] == pytest.approx(poses[0]["sensor"], abs=1e-9)
     assert noisy["shape_only"] is None or not noisy["shape_only"] == pytest.approx(noisy["sensor"], abs=1e-3)
@@ -166,3 +171,33 @@ def test_matched_depth_error_weights_keypoints_by_match_probability(rgbd, tmp_pa
         assert row["abs_log_err_matched"] == pytest.approx(expected, rel=1e-5)
         assert row["abs_log_err"] == pytest.approx(float(err.median()), rel=1e-5)
         assert row["abs_log_err_matched"] > row["abs_log_err"]
+
+
+def test_depth_flip_option_reaches_the_relocalizer_and_the_depth_diagnostics(rgbd, tmp_path):
+    """--depth-flip: the poses and the depth diagnostics both use the mirror-averaged depth."""
+    root, ckpt = rgbd
+    common = ["--checkpoint", str(ckpt), "--data", str(root / "val"), "--sample", "2", "--device", "cpu",
+              "--set", "data.max_baseline_m=3.0", "--set", "data.max_angle_deg=60",
+              "--set", "data.depth_topic=/camera/depth/image_raw", "--set", f"data.cache_dir={tmp_path}"]
+    metrics = {}
+    for flag in ([], ["--depth-flip"]):
+        out = tmp_path / ("flip" if flag else "plain")
+        assert evaluate.main(common + flag + ["--out", str(out)]) == 0
+        metrics[bool(flag)] = json.loads((out / "metrics.json").read_text())
+    assert metrics[True]["depth_abs_log_err_median"] != metrics[False]["depth_abs_log_err_median"]
+    item, net, reloc = _rgbd_pair(rgbd, tmp_path)
+    from mickey_ros.pipeline import Relocalizer
+
+    flip = Relocalizer(net, device="cpu", seed=0, depth_flip=True)
+    with torch.no_grad():
+        rows_plain, _ = evaluate.depth_diagnostics(reloc, item)
+        rows_flip, _ = evaluate.depth_diagnostics(flip, item)
+        view = flip._prepare(item["image0"].permute(1, 2, 0).numpy(), item["K_color0"].numpy(), "image0", "K0")
+        depth = flip._extract(view).depth[0]
+    from training.aux_loss import sample_depth
+
+    z = sample_depth(item["depth0"][None], flip._extract(view).kpts)[0]
+    ok = torch.isfinite(z) & (z > 0) & (depth > 0)
+    expected = float((depth[ok].double().log() - z[ok].double().log()).median())
+    assert rows_flip[0]["log_scale"] == pytest.approx(expected, abs=1e-5)
+    assert rows_flip[0]["log_scale"] != pytest.approx(rows_plain[0]["log_scale"], abs=1e-5)
