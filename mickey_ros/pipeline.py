@@ -434,19 +434,7 @@ class Relocalizer:
 
     @torch.no_grad()
     def _extract(self, view: _View) -> MicKeyOutput:
-        out = self._run_one(view.image, view.K)
-        if self.depth_flip:
-            out = flip_average_depth(out, self._run_one(view.image.flip(-1), view.K))
-        return out
-
-    def _run_one(self, image: torch.Tensor, K: np.ndarray) -> MicKeyOutput:
-        """The network on one ``[1, 3, H, W]`` image with intrinsics ``K`` (of the network input)."""
-        if isinstance(self.net, OnnxNetwork):  # backbone and heads in one onnxruntime call (precision: the file's)
-            return self.net(image, torch.tensor([K[0, 0]], dtype=torch.float32))
-        with self._autocast():
-            features = self.net.backbone_features(image)
-        focal = torch.tensor([K[0, 0]], dtype=torch.float32, device=self.device)  # of the network input
-        return self.net.forward_heads(features.float(), focal)
+        return self._outputs(view.image, [view])[0]
 
     @torch.no_grad()
     def _extract_many(self, views: list[_View]) -> None:
@@ -459,12 +447,16 @@ class Relocalizer:
         for view in views:
             groups.setdefault(tuple(view.image.shape), []).append(view)
         for group in groups.values():
-            images = torch.cat([view.image for view in group])
-            outs = self._run_many(images, group)
-            if self.depth_flip:
-                outs = [flip_average_depth(o, f) for o, f in zip(outs, self._run_many(images.flip(-1), group))]
-            for view, out in zip(group, outs):
+            for view, out in zip(group, self._outputs(torch.cat([view.image for view in group]), group)):
                 view.out = out
+
+    def _outputs(self, images: torch.Tensor, group: list[_View]) -> list[MicKeyOutput]:
+        """The network's ``[1, ...]`` outputs per image of ``[B, 3, H, W]`` (``group``: their views, for K), with
+        the mirror-averaged depth when ``depth_flip`` is on."""
+        outs = self._run_many(images, group)
+        if self.depth_flip:
+            outs = [flip_average_depth(o, f) for o, f in zip(outs, self._run_many(images.flip(-1), group))]
+        return outs
 
     def _run_many(self, images: torch.Tensor, group: list[_View]) -> list[MicKeyOutput]:
         """The network on ``[B, 3, H, W]`` images of one size (``group``: their views, for K): ``[1, ...]`` outputs."""

@@ -193,10 +193,11 @@ def test_depth_flip_option_reaches_the_relocalizer_and_the_depth_diagnostics(rgb
         rows_plain, _ = evaluate.depth_diagnostics(reloc, item)
         rows_flip, _ = evaluate.depth_diagnostics(flip, item)
         view = flip._prepare(item["image0"].permute(1, 2, 0).numpy(), item["K_color0"].numpy(), "image0", "K0")
-        depth = flip._extract(view).depth[0]
+        out = flip._extract(view)
     from training.aux_loss import sample_depth
 
-    z = sample_depth(item["depth0"][None], flip._extract(view).kpts)[0]
+    depth = out.depth[0]
+    z = sample_depth(item["depth0"][None], out.kpts)[0]
     ok = torch.isfinite(z) & (z > 0) & (depth > 0)
     expected = float((depth[ok].double().log() - z[ok].double().log()).median())
     assert rows_flip[0]["log_scale"] == pytest.approx(expected, abs=1e-5)
