@@ -392,6 +392,26 @@ class Relocalizer:
         view1.out = self._extract(view1)
         return self._solve(self._reference, view1)
 
+    def network_input(self, image: np.ndarray | torch.Tensor,
+                      K: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, np.ndarray, tuple[float, float]]:
+        """An image as :meth:`estimate` hands it to the network (for diagnostics that run the network themselves).
+
+        Args:
+            image: as :meth:`estimate` takes it (``[H, W, 3]`` uint8 / float RGB, or a ``[3, H, W]`` tensor).
+            K: ``[3, 3]`` intrinsics of ``image`` (pixels).
+
+        Returns:
+            ``(tensor, K_net, (sx, sy))``: the ``[1, 3, H', W']`` float32 network input in [0, 1] on the device
+            (after ``resize`` or the size budget, cropped to multiples of 14 px), its ``[3, 3]`` float64
+            intrinsics (pixels), and the resize factors ``(W_resized / W, H_resized / H)`` before the crop
+            (``(1, 1)`` without a resize).
+
+        Raises:
+            ImageError, IntrinsicsError, InputError: what :meth:`estimate` raises for this image and K.
+        """
+        view = self._prepare(image, K, "image", "K")
+        return view.image, view.K, view.scale_xy
+
     # -- steps -----------------------------------------------------------------------------------
     def _prepare(self, image: np.ndarray | torch.Tensor, K: np.ndarray | torch.Tensor,
                  name: str, k_name: str) -> _View:

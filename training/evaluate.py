@@ -68,7 +68,10 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
     """Predicted vs sensor depth for a pair with sensor depth (diagnosis: is the pose limited by depth or matches,
     and by which part of the depth error?).
 
-    Per view, over the keypoints with a valid sensor depth (nearest pixel): ``ratio`` (median predicted / sensor),
+    The network sees each image as the Relocalizer's estimate does (:meth:`Relocalizer.network_input`: its
+    ``resize`` or size budget), and the sensor depth is resized with it (nearest), so that the depth numbers and
+    the poses come from the same network input. Per view, over the keypoints with a valid sensor depth (nearest
+    pixel): ``ratio`` (median predicted / sensor),
     ``logcorr`` (Pearson correlation of the log depths), ``abs_log_err`` (median |log(predicted / sensor)|),
     ``log_scale`` (median log(predicted / sensor): the view's scale error), ``shape_abs_log_err`` (median
     |log(predicted / sensor) - log_scale|: the shape error, what is left once the view's scale is right) and
@@ -86,21 +89,27 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
     from mickey_ros.pipeline import flip_average_depth
     from mickey_ros.solver import solve_relative_pose
     from training.aux_loss import sample_depth
+    from training.data.datasets import prepare_depth
 
     net, device = reloc.net, reloc.device
     outs, sensor, Ks = [], [], []
     for k in (0, 1):
-        focal = item[f"K_color{k}"][0, 0].reshape(1).float().to(device)  # fx of this image (focal-relative depth)
-        image = item[f"image{k}"][None].to(device)
+        # the image the Relocalizer's network sees (its resize or size budget), the sensor depth resized with it
+        image, K, (sx, sy) = reloc.network_input(item[f"image{k}"], item[f"K_color{k}"].numpy())
+        depth = item[f"depth{k}"]
+        if (sx, sy) != (1.0, 1.0):
+            height, width = depth.shape
+            depth = prepare_depth(depth.numpy(), (round(width * sx), round(height * sy)))
+        focal = torch.tensor([K[0, 0]], dtype=torch.float32, device=device)  # fx (focal-relative depth)
         out = net(image, focal)
         if reloc.depth_flip:  # the depth the Relocalizer uses
             out = flip_average_depth(out, net(image.flip(-1), focal))
-        z = sample_depth(item[f"depth{k}"][None].to(device), out.kpts)[0]
+        z = sample_depth(depth[None].to(device), out.kpts)[0]
         d = out.depth[0]
         ok = torch.isfinite(z) & (z > 0) & (d > 0)
         outs.append(out)
         sensor.append((d, z, ok))
-        Ks.append(item[f"K_color{k}"].double()[None].to(device))
+        Ks.append(torch.from_numpy(K)[None].to(device))
     P = net.match(outs[0], outs[1])[0].float()
     rows = []
     for (d, z, ok), mass in zip(sensor, (P.sum(1), P.sum(0))):  # each keypoint's match probability
@@ -132,6 +141,7 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
 
 def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,
                      indices: list[int] | None = None, batch: int = 1, depth_flip: bool = False,
+                     max_side: int | str | None = "auto",
                      ) -> tuple[dict[str, Any], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
     """Run the Relocalizer on the dataset's pairs (``indices``, else the first ``max_pairs``) and score them as
     Map-free does. Items with sensor depth (``depth0``/``depth1``) add, over images, ``depth_ratio_median``,
@@ -148,7 +158,8 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     entry of ``metrics["skipped"]`` (reason -> count); the run goes on. ``batch`` pairs go through the network at
     a time (:meth:`mickey_ros.pipeline.Relocalizer.estimate_batch`: the same poses as one by one). ``depth_flip``:
     the Relocalizer's option of that name (depth averaged with the mirrored image's; the depth diagnostics use the
-    same depth). ``metrics["covariance"]``: the calibration of the poses' covariance over the successful pairs
+    same depth). ``max_side``: the Relocalizer's size budget (``"auto"``: the network's training size; None: the
+    dataset's images as they are, what ``--resize`` asks for). ``metrics["covariance"]``: the calibration of the poses' covariance over the successful pairs
     (:func:`mickey_ros.geometry.covariance.nees_summary`: mean NEES, 6 when consistent; fraction inside the 95 %
     bound; the factor on ``covariance_scale`` that would make the mean 6 or the median right).
 
@@ -163,7 +174,7 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     """
     from mickey_ros.pipeline import Relocalizer
 
-    reloc = Relocalizer(net, device=device, seed=seed, depth_flip=depth_flip)
+    reloc = Relocalizer(net, device=device, seed=seed, depth_flip=depth_flip, max_side=max_side)
     per_scene: dict[str, dict[str, list[float]]] = {}
     estimates: dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]] = {}
     failures = 0
@@ -291,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("bags", "mapfree"), default="bags")
     parser.add_argument("--split", default="val")
     parser.add_argument("--out", default="eval_out")
-    parser.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"))
+    parser.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"),
+                        help="resize the images to W x H (then cropped to 14-px multiples): the network runs at "
+                             "that size, not at the Relocalizer's default size budget")
     parser.add_argument("--max-pairs", type=int)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -339,7 +352,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"--sample: expected a positive number of pairs, got {args.sample}")
     indices = sample_pairs(len(dataset), args.sample, args.seed) if args.sample else None
     metrics, estimates = evaluate_dataset(net, dataset, resolve_device(args.device), args.seed, args.max_pairs,
-                                          indices, batch=args.batch, depth_flip=args.depth_flip)
+                                          indices, batch=args.batch, depth_flip=args.depth_flip,
+                                          max_side=None if args.resize else "auto")
     write_submission(out / "submission.zip", estimates)
     if args.kind == "mapfree" and args.max_pairs is None and indices is None:  # the benchmark's own scoring of the zip
         kept = ("identity", "skipped", "covariance")

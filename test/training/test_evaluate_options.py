@@ -202,3 +202,88 @@ def test_depth_flip_option_reaches_the_relocalizer_and_the_depth_diagnostics(rgb
     expected = float((depth[ok].double().log() - z[ok].double().log()).median())
     assert rows_flip[0]["log_scale"] == pytest.approx(expected, abs=1e-5)
     assert rows_flip[0]["log_scale"] != pytest.approx(rows_plain[0]["log_scale"], abs=1e-5)
+
+
+class _PixelDepth(torch.nn.Module):
+    """The network with depth ``1 + x / 50`` metres, x = the keypoint's column in the caller's image (the network
+    input's column divided by the resize factor ``sx``); records the input shapes it is called with."""
+
+    def __init__(self, net, sx):
+        super().__init__()
+        self.net, self.sx, self.shapes = net, sx, []
+
+    def forward(self, image, focal):
+        self.shapes.append(tuple(image.shape))
+        out = self.net(image, focal)
+        out.depth = 1 + out.kpts[..., 0] / self.sx / 50
+        return out
+
+    def match(self, out0, out1):
+        return self.net.match(out0, out1)
+
+
+@pytest.mark.parametrize("options, net_wh", [({"resize": (252, 182)}, (252, 182)), ({"max_side": 84}, (84, 56))])
+def test_depth_diagnostics_see_the_image_the_relocalizer_sees(rgbd, tmp_path, options, net_wh):
+    """With a resize or a size budget the depth numbers come from the network input the poses come from (the
+    sensor depth resized with it): a network whose depth is right in the caller's pixels scores a ratio of 1.
+    Measuring on the unresized image (as before) gave the wrong input size and a ratio of 1 / sx."""
+    from mickey_ros.pipeline import Relocalizer
+
+    item, net, _ = _rgbd_pair(rgbd, tmp_path)
+    height, width = item["depth0"].shape
+    assert (width, height) == (168, 126)
+    u = torch.arange(width, dtype=torch.float32).expand(height, width)
+    item = {**item, "depth0": 1 + u / 50, "depth1": 1 + u / 50}
+    reloc = Relocalizer(net, device="cpu", seed=0, **options)
+    sx = reloc.network_input(item["image0"], item["K_color0"].numpy())[2][0]
+    assert sx == pytest.approx(net_wh[0] / width)
+    reloc.net = _PixelDepth(net, sx)
+    with torch.no_grad():
+        rows, poses = evaluate.depth_diagnostics(reloc, item)
+    assert reloc.net.shapes == [(1, 3, net_wh[1], net_wh[0])] * 2  # both views at the Relocalizer's input size
+    assert [r["ratio"] for r in rows] == pytest.approx([1.0, 1.0], abs=0.03)
+    assert all(r["logcorr"] > 0.99 for r in rows)
+    assert poses["sensor"] is not None
+
+
+def test_network_input_is_what_estimate_feeds_the_network(rgbd, tmp_path):
+    from mickey_ros.errors import IntrinsicsError
+    from mickey_ros.pipeline import Relocalizer
+
+    item, net, _ = _rgbd_pair(rgbd, tmp_path)
+    K = item["K_color0"].numpy()
+    plain, K_plain, scale = Relocalizer(net, device="cpu").network_input(item["image0"], K)
+    assert scale == (1.0, 1.0) and torch.equal(plain[0], item["image0"]) and K_plain == pytest.approx(K, abs=1e-6)
+    big, K_big, scale = Relocalizer(net, device="cpu", resize=(336, 252)).network_input(item["image0"], K)
+    assert tuple(big.shape) == (1, 3, 252, 336) and scale == (2.0, 2.0)
+    assert K_big[0, 0] == pytest.approx(2 * K[0, 0], rel=1e-6)
+    with pytest.raises(IntrinsicsError):
+        Relocalizer(net, device="cpu").network_input(item["image0"], K * 0)
+
+
+def test_resize_option_runs_the_network_at_that_size(rgbd, tmp_path, monkeypatch):
+    """--resize W H: the network sees W x H (the poses and the depth numbers), even where the checkpoint's
+    training size (its size budget) is smaller; without it the Relocalizer's budget applies."""
+    from mickey_ros import pipeline
+    from mickey_ros.model import load_checkpoint
+
+    root, ckpt = rgbd
+    net = load_checkpoint(ckpt)
+    net.input_size = (84, 63)  # as if trained at 84 x 63: the Relocalizer's default budget is an 84-px long side
+    small = save_checkpoint(net, tmp_path / "trained_at_84.pt")
+    seen = []
+
+    class Recording(pipeline.Relocalizer):
+        def _prepare(self, *args, **kwargs):
+            view = super()._prepare(*args, **kwargs)
+            seen.append(tuple(view.image.shape[-2:]))
+            return view
+
+    monkeypatch.setattr(pipeline, "Relocalizer", Recording)
+    common = ["--checkpoint", str(small), "--data", str(root / "val"), "--sample", "2", "--device", "cpu",
+              "--set", "data.max_baseline_m=3.0", "--set", "data.max_angle_deg=60",
+              "--set", "data.depth_topic=/camera/depth/image_raw", "--set", f"data.cache_dir={tmp_path}"]
+    for flag, hw in (([], (56, 84)), (["--resize", "252", "196"], (196, 252))):
+        seen.clear()
+        assert evaluate.main(common + flag + ["--out", str(tmp_path / f"out{len(flag)}")]) == 0
+        assert seen and set(seen) == {hw}, (flag, set(seen))
