@@ -159,9 +159,10 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     a time (:meth:`mickey_ros.pipeline.Relocalizer.estimate_batch`: the same poses as one by one). ``depth_flip``:
     the Relocalizer's option of that name (depth averaged with the mirrored image's; the depth diagnostics use the
     same depth). ``max_side``: the Relocalizer's size budget (``"auto"``: the network's training size; None: the
-    dataset's images as they are, what ``--resize`` asks for). ``metrics["covariance"]``: the calibration of the poses' covariance over the successful pairs
-    (:func:`mickey_ros.geometry.covariance.nees_summary`: mean NEES, 6 when consistent; fraction inside the 95 %
-    bound; the factor on ``covariance_scale`` that would make the mean 6 or the median right).
+    dataset's images as they are, what ``--resize`` asks for). ``metrics["covariance"]``: the calibration of the
+    poses' covariance over the successful pairs (:func:`mickey_ros.geometry.covariance.nees_summary`: mean NEES, 6
+    when consistent; fraction inside the 95 % bound; the factor on ``covariance_scale`` that would make the mean 6
+    or the median right).
 
     Camera 0 is the reference (identity pose), so a pair's ground truth ``T_0to1`` is the query's
     world-to-camera pose; VCRE uses the query's network-input K and image size.
