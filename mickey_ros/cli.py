@@ -282,14 +282,15 @@ def _write_json(path: str, data: dict[str, Any], name: str) -> None:
 
 
 def _max_side(args: argparse.Namespace) -> int | str | None:
-    """``--max-side``: absent -> "auto" (the network's budget), 0 -> no budget, else the long side in pixels."""
+    """``--max-side``: absent -> "auto" (the network's training size, else a 720 budget), 0 -> no resize, else the
+    budget's long side in pixels."""
     value = getattr(args, "max_side", None)
     if value is None:
         return "auto"
     if value == 0:
         return None
     if value < 42:
-        raise InputError(f"--max-side: expected 0 (no budget) or a long side of at least 42 pixels, got {value}")
+        raise InputError(f"--max-side: expected 0 (no resize) or a long side of at least 42 pixels, got {value}")
     return value
 
 
@@ -302,8 +303,9 @@ def _network_args(p: argparse.ArgumentParser) -> None:
                                                   "images are resized to its export size)")
     p.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images (K rescaled)")
     p.add_argument("--max-side", type=int, metavar="PX",
-                   help="size budget without --resize: longer images are resized to this long side, K rescaled "
-                        "(default: the network's training size, 720 for DINOv2 weights; 0: none)")
+                   help="size budget without --resize: longer images are resized to this long side, K rescaled, "
+                        "smaller ones kept (default: images are brought to the network's recorded training size, "
+                        "up or down; a 720 budget for weights without one, e.g. the official; 0: no resize)")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (backbone autocast)")
     p.add_argument("--depth-flip", action="store_true",
                    help="average each image's depth with its mirror image's (twice the network time)")

@@ -105,13 +105,28 @@ DEFAULT_COVARIANCE_SCALE = 0.52
 DEFAULT_MAX_SIDE = 720  # px: long side of the official test size (720 x 540), the budget for DINOv2 backbones
 WARMUP_SIZE = (294, 224)  # (W, H) px of warmup()'s synthetic pair when neither resize nor the training size is known
 MIN_IMAGE_STD = 1.0 / 255.0  # an image whose pixel standard deviation is below one grey level has nothing to match
+ASPECT_TOLERANCE = 0.05  # an image whose W/H is within 5 % of the training size's is resized to exactly that size
 
 
 def default_max_side(net: MicKey) -> int:
-    """Size budget of a network (long image side in pixels): the long side of its recorded training input
-    (``net.input_size``) when known, else :data:`DEFAULT_MAX_SIDE`."""
+    """Long image side (pixels) a network runs at by default: the long side of its recorded training input
+    (``net.input_size``) when known, else the size budget :data:`DEFAULT_MAX_SIDE`."""
     size = getattr(net, "input_size", None)
     return int(max(size)) if size else DEFAULT_MAX_SIDE
+
+
+def training_size_target(width: int, height: int, input_size: tuple[int, int]) -> tuple[int, int] | None:
+    """``(W, H)`` that brings a ``width x height`` image to a network's training input ``input_size`` (W, H
+    pixels), up or down: exactly ``input_size`` when the aspect ratios agree within :data:`ASPECT_TOLERANCE`
+    (as the trainer's ``data.resize`` did; K is rescaled per axis), else the long side of ``input_size`` with the
+    image's aspect kept. None when the image already has that size."""
+    train_w, train_h = int(input_size[0]), int(input_size[1])
+    if abs((width / height) / (train_w / train_h) - 1.0) <= ASPECT_TOLERANCE:
+        target = (train_w, train_h)
+    else:
+        scale = max(train_w, train_h) / max(width, height)
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return None if target == (width, height) else target
 
 
 def budget_size(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
@@ -185,10 +200,12 @@ class Relocalizer:
             ``"bf16"`` or ``"fp16"`` (autocast of the backbone only).
         resize: optional ``(W, H)``: images are resized to it (bilinear) and K rescaled
             (half-pixel convention) before the crop to multiples of 14.
-        max_side: size budget when ``resize`` is not given: an image whose long side exceeds it is resized
-            (aspect kept, K rescaled, logged once per size) so that a 12 MP camera never reaches the network at
-            full size. ``"auto"`` (default): :func:`default_max_side` (the network's training size, else 720 px);
-            ``None``: no budget.
+        max_side: what happens to an image when ``resize`` is not given. ``"auto"`` (default): a network whose
+            checkpoint records its training input (``net.input_size``) gets every image at that size, up or down
+            (:func:`training_size_target`, K rescaled, logged once per size); any other network has a 720-px
+            budget (:data:`DEFAULT_MAX_SIDE`). An int: size budget, an image whose long side exceeds it is
+            resized (aspect kept, K rescaled, logged once per size; smaller images are kept as they are) so that a
+            12 MP camera never reaches the network at full size. ``None``: images are kept as they are.
         backend: ``"torch"``, or ``"onnxruntime"`` with ``onnx_path``: the network runs from a file written by
             ``mickey-ros export-onnx`` (``pip install -e ".[onnx]"``); ``precision`` is then the file's, and
             ``resize`` defaults to its export size (the file takes exactly that size).
@@ -238,8 +255,11 @@ class Relocalizer:
                     f"resize: expected W H of at least {MIN_PATCHES * PATCH_SIZE} pixels each, got {tuple(resize)}"
                 )
             resize = (int(resize[0]), int(resize[1]))
+        trained = getattr(net, "input_size", None) if max_side == "auto" else None
+        #: (W, H) every image is brought to (the network's training size), or None: then max_side applies
+        self.fit_size = None if trained is None else (int(trained[0]), int(trained[1]))
         if max_side == "auto":
-            max_side = default_max_side(net)
+            max_side = None if self.fit_size else DEFAULT_MAX_SIDE
         if max_side is not None and (isinstance(max_side, (bool, str)) or not isinstance(max_side, (int, np.integer))
                                      or max_side < MIN_PATCHES * PATCH_SIZE):
             raise InputError(f"max_side: expected 'auto', None or a long side of at least "
@@ -422,11 +442,20 @@ class Relocalizer:
             check_network_size(height, width, name)  # the plainer error first
         check_intrinsics_fit(K, width, height, k_name)
         scale = (1.0, 1.0)
-        target = self.resize or budget_size(width, height, self.max_side)
+        if self.resize is not None:
+            target = self.resize
+        elif self.fit_size is not None:
+            target = training_size_target(width, height, self.fit_size)
+        else:
+            target = budget_size(width, height, self.max_side)
         if self.resize is None and target is not None and (width, height) not in self._budget_logged:
             self._budget_logged.add((width, height))
-            log.info("%s: %dx%d is above the %d-px size budget (max_side): resized to %dx%d, K rescaled",
-                     name, width, height, self.max_side, *target)
+            if self.fit_size is not None:
+                log.info("%s: %dx%d resized to %dx%d for the network's %dx%d training size, K rescaled",
+                         name, width, height, *target, *self.fit_size)
+            else:
+                log.info("%s: %dx%d is above the %d-px size budget (max_side): resized to %dx%d, K rescaled",
+                         name, width, height, self.max_side, *target)
         if target is not None and target != (width, height):
             new_w, new_h = target
             rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)

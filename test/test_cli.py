@@ -365,9 +365,12 @@ def test_random_init_main_job_is_reproducible(tmp_path):
     assert here["T_0to1"] != seed1["T_0to1"]
 
 
-def test_match_applies_the_size_budget_and_max_side_overrides_it(tmp_path, capsys, caplog):
-    """An image above the bundled network's budget (its 294-px training size) is resized, K rescaled: the pose
-    equals the one of the same pair given at the budget size; --max-side 0 switches the budget off."""
+def test_match_brings_images_to_the_training_size_and_max_side_overrides_it(tmp_path, capsys, caplog):
+    """By default an image is brought to the bundled network's recorded training size (logged, K rescaled);
+    --max-side PX is a downscale-only budget instead: the 2x pair at --max-side 294 gives the pose of the demo
+    pair as it is (--max-side 0: no resize)."""
+    from mickey_ros.model.default import load_default_network
+
     big = tmp_path / "big0.png", tmp_path / "big1.png"
     for src, dst in zip(("im0.png", "im1.png"), big):
         image = cv2.imread(str(DEMO / src))
@@ -375,17 +378,20 @@ def test_match_applies_the_size_budget_and_max_side_overrides_it(tmp_path, capsy
     args = _demo_args()
     k0, k1 = args[3:7], args[8:12]
     scaled = [[str(2 * float(v) + (0.5 if i >= 2 else 0.0)) for i, v in enumerate(k)] for k in (k0, k1)]
+    big_args = ["match", str(big[0]), str(big[1]), "--intrinsics0", *scaled[0], "--intrinsics1", *scaled[1],
+                "--device", "cpu"]
+    width, height = load_default_network().input_size
     with caplog.at_level(logging.INFO, logger="mickey_ros.pipeline"):
-        assert main(["match", str(big[0]), str(big[1]), "--intrinsics0", *scaled[0], "--intrinsics1", *scaled[1],
-                     "--device", "cpu", "--json", str(tmp_path / "a.json")]) in (0, 1)
-    assert any("588x448 is above the 294-px size budget (max_side): resized to 294x224" in r.getMessage()
-               for r in caplog.records)
-    assert main(["match", *args, "--device", "cpu", "--json", str(tmp_path / "b.json")]) in (0, 1)
+        assert main([*big_args, "--json", str(tmp_path / "default.json")]) in (0, 1)
+    assert any(f"588x448 resized to {width}x{height} for the network's {width}x{height} training size, K rescaled"
+               in r.getMessage() for r in caplog.records)
+    assert main([*big_args, "--max-side", "294", "--json", str(tmp_path / "a.json")]) in (0, 1)
+    assert main(["match", *args, "--device", "cpu", "--max-side", "0", "--json", str(tmp_path / "b.json")]) in (0, 1)
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
     # a 2x nearest upscale brought back by the bilinear half-size resize is the same image, and the rescaled K is
     # the demo K: the same pose
     np.testing.assert_allclose(a["T_0to1"], b["T_0to1"], atol=1e-6)
     code = main(["match", *args, "--device", "cpu", "--max-side", "10"])
     assert code == 2
-    assert _error_line(capsys) == ("mickey-ros: error: --max-side: expected 0 (no budget) or a long side of at least "
-                                   "42 pixels, got 10")
+    assert _error_line(capsys) == ("mickey-ros: error: --max-side: expected 0 (no resize) or a long side of at "
+                                   "least 42 pixels, got 10")

@@ -56,7 +56,8 @@ def test_shared_reference_is_extracted_once(reloc, images, monkeypatch):
     assert seen == [3]
 
 
-def test_sizes_are_batched_separately(reloc, images, monkeypatch):
+def test_sizes_are_batched_separately(images, monkeypatch):
+    reloc = Relocalizer(load_default_network(), seed=0, max_side=None)  # the images as they are: two sizes
     im0, im1, _, _ = images
     small0, small1 = (np.ascontiguousarray(im[:168, :252]) for im in (im0, im1))
     seen = []

@@ -329,16 +329,73 @@ def test_size_budget_resizes_large_images_keeping_aspect_and_metric_keypoints(ti
     assert Relocalizer(tiny_net, max_side=None).max_side is None
 
 
-def test_default_budget_follows_the_network():
+def test_default_size_follows_the_network():
+    """"auto": a network with a recorded training size runs at it; one without has the 720-px budget."""
     from mickey_ros.model import build_model
     from mickey_ros.model.default import load_default_network
     from mickey_ros.pipeline import DEFAULT_MAX_SIDE
 
-    assert Relocalizer(build_model("tiny")).max_side == DEFAULT_MAX_SIDE == 720
-    assert Relocalizer(load_default_network()).max_side == 294  # its training size, 294x224
+    plain = Relocalizer(build_model("tiny"))
+    assert (plain.max_side, plain.fit_size) == (DEFAULT_MAX_SIDE, None) and DEFAULT_MAX_SIDE == 720
+    default = load_default_network()
+    reloc = Relocalizer(default)
+    assert reloc.fit_size == tuple(default.input_size) and reloc.max_side is None
+    explicit = Relocalizer(default, max_side=500)  # an explicit budget replaces the training size
+    assert (explicit.max_side, explicit.fit_size) == (500, None)
+    assert (Relocalizer(default, max_side=None).max_side, Relocalizer(default, max_side=None).fit_size) == (None, None)
     for bad in (0, 41, "big", True):
         with pytest.raises(InputError, match=r"max_side: expected 'auto', None or a long side of at least 42"):
             Relocalizer(build_model("tiny"), max_side=bad)
+
+
+@pytest.mark.parametrize("size, expected", [
+    ((294, 224), (364, 280)),  # the generator's images: upscaled to exactly the training size (aspect within 1 %)
+    ((640, 480), (364, 280)),  # 4:3, 2.5 % off the training aspect: exactly the training size, K rescaled per axis
+    ((1280, 720), (364, 205)),  # 16:9 is 37 % off: the long side, aspect kept (no squash)
+    ((480, 640), (273, 364)),  # portrait: the long side
+    ((100, 76), (364, 280)),  # small images are brought up too
+    ((364, 280), None),  # already there
+])
+def test_training_size_target(size, expected):
+    from mickey_ros.pipeline import training_size_target
+
+    assert training_size_target(*size, (364, 280)) == expected
+
+
+def test_network_with_a_training_size_gets_every_image_at_it(caplog, demo_pair):
+    """A network trained at 168x126 gets a 294x224 pair downscaled and an 84x63 pair upscaled to 168x126 (K
+    rescaled, logged once per input size); the keypoints come back in the caller's pixels, on the caller's rays; an
+    explicit max_side keeps small images as they are."""
+    import logging
+
+    from mickey_ros.geometry.camera import rescale_intrinsics
+    from mickey_ros.model import build_model
+
+    image0, K0, image1, K1 = demo_pair
+    torch.manual_seed(0)
+    net = build_model("tiny").eval()
+    net.input_size = (168, 126)
+    reloc = Relocalizer(net, device="cpu", seed=0)
+    small = [cv2.resize(im, (84, 63), interpolation=cv2.INTER_AREA) for im in (image0, image1)]
+    K_small = [rescale_intrinsics(k, 84 / 294, 63 / 224) for k in (K0, K1)]
+    with caplog.at_level(logging.INFO, logger="mickey_ros.pipeline"):
+        for _ in range(2):
+            down = reloc.estimate(image0, K0, image1, K1)
+            up = reloc.estimate(small[0], K_small[0], small[1], K_small[1])
+    logged = [r.getMessage() for r in caplog.records if "training size" in r.getMessage()]
+    assert logged == ["image0: 294x224 resized to 168x126 for the network's 168x126 training size, K rescaled",
+                      "image0: 84x63 resized to 168x126 for the network's 168x126 training size, K rescaled"]  # per size
+    for res, K, width in ((down, K0, 294), (up, K_small[0], 84)):
+        assert res.success, res.reason
+        assert res.depth0.shape == (126 // 14, 168 // 14)
+        proj = (K @ res.kpts3d0.T).T
+        np.testing.assert_allclose(proj[:, :2] / proj[:, 2:], res.kpts2d0, rtol=1e-6, atol=1e-4)
+        assert 0.6 * width < res.kpts2d0[:, 0].max() < width  # the caller's pixels, not the network's
+    tensor, K_net, scale = reloc.network_input(small[0], K_small[0])
+    assert tuple(tensor.shape) == (1, 3, 126, 168) and scale == (2.0, 2.0)
+    np.testing.assert_allclose(K_net, rescale_intrinsics(K_small[0], 2.0, 2.0))
+    kept = Relocalizer(net, device="cpu", seed=0, max_side=294).estimate(small[0], K_small[0], small[1], K_small[1])
+    assert kept.depth0.shape == (63 // 14, 84 // 14)
 
 
 def test_input_size_round_trips_through_checkpoints(tmp_path):

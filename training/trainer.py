@@ -230,8 +230,9 @@ class Trainer:
     def train_step(self, batch: dict[str, Any], global_indices: list[int]) -> dict[str, float]:
         """Forward, loss, backward and (unless a gradient is not finite) one Adam step; returns scalars."""
         dev = self.device
-        if self.net.input_size is None:  # recorded in the checkpoints: the Relocalizer's default size budget
-            self.net.input_size = (int(batch["image0"].shape[-1]), int(batch["image0"].shape[-2]))
+        # the size this run trains at, recorded in its checkpoints: the Relocalizer brings images to it by default
+        # (a run resumed or warm-started at another data.resize records its own size, not the checkpoint's)
+        self.net.input_size = (int(batch["image0"].shape[-1]), int(batch["image0"].shape[-2]))
         d = self.cfg["data"]
         batch = augment_batch(batch, d["augment_flip"], d["augment_color"], self.cfg["train"]["seed"], self.step,
                               global_indices)

@@ -21,8 +21,8 @@ TRAINED_SIZE = (294, 224)  # (W, H) pixels of the synthetic training images, for
 
 
 def load_default_network() -> MicKey:
-    """The bundled default network in eval mode, with its training size as ``input_size`` (the Relocalizer's
-    default size budget, see ``mickey_ros.pipeline.default_max_side``).
+    """The bundled default network in eval mode, with its training size as ``input_size`` (the Relocalizer brings
+    every image to it by default, see ``mickey_ros.pipeline.training_size_target``).
 
     Raises:
         MissingWeightsError: the file is not installed (e.g. a checkout without it).

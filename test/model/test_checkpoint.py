@@ -237,3 +237,29 @@ def test_an_unreadable_file_is_one_clean_line(tiny, tmp_path, content, why):
     message = _load_error(path, CheckpointError, r"^checkpoint .*broken\.ckpt: not a readable PyTorch checkpoint \("
                           + why + r"\)$")
     assert "weights_only" not in message and "torch.load" not in message
+
+
+def test_export_default_model_script_records_the_training_size(tiny, tmp_path):
+    """scripts/export_default_model.py: float16 weights that load into float32, the checkpoint's input size or
+    --input-size; a bad size is one usage line and exit 2."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    tiny.input_size = (294, 224)
+    source = save_checkpoint(tiny, tmp_path / "trained.pt")
+    tiny.input_size = None
+    script = [sys.executable, str(repo / "scripts" / "export_default_model.py"), str(source)]
+    for extra, size in (([], (294, 224)), (["--input-size", "364", "280"], (364, 280))):
+        out = tmp_path / f"out{len(extra)}.pt"
+        proc = subprocess.run([*script, "--out", str(out), *extra], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"input size {size}" in proc.stdout
+        net = load_checkpoint(out)
+        assert net.input_size == size and next(net.parameters()).dtype == torch.float32
+        stored = torch.load(out, weights_only=True)["state_dict"]
+        assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    bad = subprocess.run([*script, "--out", str(tmp_path / "bad.pt"), "--input-size", "364", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and not (tmp_path / "bad.pt").exists()
+    assert bad.stderr.strip().splitlines()[-1].endswith("--input-size: expected W H of at least 42 pixels each, got 364 0")

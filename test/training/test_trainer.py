@@ -413,6 +413,35 @@ def test_bf16_autocast_step_keeps_the_loss_geometry_in_float64(tmp_path):
         Trainer(config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.precision=fp8"]))
 
 
+def test_checkpoints_record_the_size_the_run_trains_at(tmp_path):
+    """A run warm-started (model.checkpoint) at another input size records its own size, not the checkpoint's:
+    the Relocalizer brings images to the recorded size by default."""
+    import torch.nn.functional as F
+
+    from mickey_ros.model import load_checkpoint
+
+    cfg = config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.device=cpu", "train.curriculum=false"])
+    trainer = Trainer(cfg)
+    batch = _demo_batch([0])
+    height, width = batch["image0"].shape[-2:]
+    trainer.train_step(batch, [0])
+    first = trainer.save("first.ckpt")
+    assert load_checkpoint(first).input_size == (width, height)
+    resumed = Trainer(config_mod.resolve(None, [f"train.run_dir={tmp_path / 'warm'}", "train.device=cpu",
+                                                "train.curriculum=false", f"model.checkpoint={first}"]))
+    assert resumed.net.input_size == (width, height)  # the checkpoint's, until the run trains
+    bigger = dict(batch)  # the same pair at 364 x 280, as data.resize=[364, 280] gives it
+    scale = torch.tensor([364 / width, 280 / height, 1.0], dtype=torch.float32)[:, None]
+    for key in ("image0", "image1"):
+        bigger[key] = F.interpolate(batch[key], size=(280, 364), mode="bilinear", align_corners=False)
+    for key in ("K_color0", "K_color1", "Kori_color0", "Kori_color1"):
+        bigger[key] = batch[key] * scale
+    resumed.train_step(bigger, [0])
+    new_height, new_width = bigger["image0"].shape[-2:]
+    assert (new_width, new_height) != (width, height)
+    assert load_checkpoint(resumed.save("second.ckpt")).input_size == (new_width, new_height)
+
+
 def test_model_depth_focal_ref_continues_a_metric_checkpoint_as_focal_relative(tmp_path):
     """model.depth_focal_ref: same weights, depth from then on x fx / ref; the recorded input size is kept."""
     import dataclasses
