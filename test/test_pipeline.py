@@ -47,11 +47,12 @@ def test_estimate_tiny_on_demo_pair(tiny_net, demo_pair):
 
 def test_bundled_default_on_the_demo_pair_against_ground_truth(demo_pair):
     """The bundled network on the demo pair (gt_pose.txt: 10 deg, |t| 0.543 m), for solver seeds 0-5: beats "no
-    motion" (10 deg, 0.543 m) in rotation and camera centre for every seed and points the translation the right
-    way. Measured with the stage-6 default: rotation 1.8-3.8 deg, centre 0.16-0.33 m, direction 7-20 deg, scale
-    |t|/|t_gt| 0.43-0.72 (short: the default is not accurate yet, issue 8). The stage-4 default gives 3.5-4.3 deg /
-    0.30-0.35 m / 26-38 deg / 0.45-0.55 (direction over 30 deg for four seeds); the constant-depth one gave 10.6 deg /
-    0.62 m, pointing backwards (on the renders before the bitmap font)."""
+    motion" (10 deg, 0.543 m) in rotation and camera centre for every seed, points the translation the right way and
+    is metric. Measured with the stage-8 default (the pair upscaled to its 364x280 training size), with 1 and 2 CPU
+    threads (the summation order changes the solver's draws): rotation 0.9-3.1 deg, centre 0.21-0.34 m, direction
+    2-13 deg, scale |t|/|t_gt| 0.38-0.66 (short: the default is not accurate yet, issue 8). The stage-6 default gave 1.8-3.8 deg / 0.16-0.33 m / 7-20 deg / 0.43-0.72, the stage-4 one 3.5-4.3 deg
+    / 0.30-0.35 m / 26-38 deg / 0.45-0.55; the constant-depth one 10.6 deg / 0.62 m, pointing backwards (on the renders
+    before the bitmap font)."""
     from mickey_ros.geometry.metrics import pose_errors
     from mickey_ros.model.default import load_default_network
 
@@ -62,7 +63,9 @@ def test_bundled_default_on_the_demo_pair_against_ground_truth(demo_pair):
         T = Relocalizer(net, device="cpu", seed=seed).estimate(*demo_pair).T_0to1
         centre, rot = pose_errors(T, T_gt)
         cos_dir = T[:3, 3] @ T_gt[:3, 3] / (np.linalg.norm(T[:3, 3]) * np.linalg.norm(T_gt[:3, 3]))
-        assert rot < 6.0 and centre < 0.45 and np.degrees(np.arccos(cos_dir)) < 30.0, (seed, rot, centre)
+        scale = np.linalg.norm(T[:3, 3]) / np.linalg.norm(T_gt[:3, 3])
+        assert rot < 5.0 and centre < 0.42 and np.degrees(np.arccos(cos_dir)) < 25.0, (seed, rot, centre)
+        assert 0.3 < scale < 1.5, (seed, scale)
 
 
 def _oracle_network(views, size: tuple[int, int], seed: int = 0):

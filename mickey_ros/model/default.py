@@ -4,9 +4,11 @@ the project's synthetic scenes.
 ``mickey_ros/data/default_small.pt`` is a self-describing checkpoint written by ``scripts/export_default_model.py``
 from a ``training/train.py`` run (staged recipe: ``training/configs/default_small_warmup.yaml`` ->
 ``default_small_depth.yaml`` -> ``default_small.yaml`` -> ``default_small_focal.yaml`` -> ``default_small_more.yaml``
--> ``default_small_shape.yaml``, step 3104 of the last),
-weights stored in float16 and loaded into a float32 network; its training size (294 x 224) is in the file. It makes the package work out of the box (``mickey-ros demo``, ``match`` without
-``--checkpoint``); for real scenes use the official weights or your own training.
+-> ``default_small_shape.yaml`` (continued to step 7643) -> ``default_small_364.yaml``, step 1222 of the last),
+weights stored in float16 and loaded into a float32 network. Its training size, 364 x 280, is in the file: the
+Relocalizer brings every image to it by default (the generator's 294 x 224 images are upscaled). It makes the package
+work out of the box (``mickey-ros demo``, ``match`` without ``--checkpoint``); for real scenes use the official
+weights or your own training.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from mickey_ros.model.checkpoint import load_checkpoint
 from mickey_ros.model.mickey import MicKey
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "default_small.pt"
-TRAINED_SIZE = (294, 224)  # (W, H) pixels of the synthetic training images, for a file without input_size
+TRAINED_SIZE = (294, 224)  # (W, H) pixels of the synthetic renders, for an older file without input_size
 
 
 def load_default_network() -> MicKey:
