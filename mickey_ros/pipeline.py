@@ -109,13 +109,6 @@ MIN_IMAGE_STD = 1.0 / 255.0  # an image whose pixel standard deviation is below 
 ASPECT_TOLERANCE = 0.05  # an image whose W/H is within 5 % of the training size's is resized to exactly that size
 
 
-def default_max_side(net: MicKey) -> int:
-    """Long image side (pixels) a network runs at by default: the long side of its recorded training input
-    (``net.input_size``) when known, else the size budget :data:`DEFAULT_MAX_SIDE`."""
-    size = getattr(net, "input_size", None)
-    return int(max(size)) if size else DEFAULT_MAX_SIDE
-
-
 def training_size_target(width: int, height: int, input_size: tuple[int, int]) -> tuple[int, int] | None:
     """``(W, H)`` that brings a ``width x height`` image to a network's training input ``input_size`` (W, H
     pixels), up or down: exactly ``input_size`` when the aspect ratios agree within :data:`ASPECT_TOLERANCE`

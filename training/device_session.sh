@@ -16,8 +16,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS="rosbags==0.11.9 apsw==3.54.1.0 lz4==4.4.5 ruamel.yaml==0.19.1 backports.zstd==1.8.0"
-RESUME=${RESUME:-training/checkpoints/default_small_stage8_step1222.ckpt}
-CONFIG=${CONFIG:-training/checkpoints/default_small_stage8_step1222.resolved_config.yaml}
+RESUME=${RESUME:-training/checkpoints/default_small_stage8_step3250.ckpt}
+CONFIG=${CONFIG:-training/checkpoints/default_small_stage8_step3250.resolved_config.yaml}
 if [ "${DRY:-0}" = 1 ]; then
   : "${DEVICE:=cpu}" "${PROCS:=1}" "${ROOMS:=1}" "${FRAMES:=8}" "${SELECT:=1}" "${TRAIN_S:=45}" "${BATCH:=2}"
   : "${WORKERS:=0}" "${EVAL_PAIRS:=3}"
