@@ -50,9 +50,9 @@ def test_bundled_default_on_the_demo_pair_against_ground_truth(demo_pair):
     motion" (10 deg, 0.543 m) in rotation and camera centre for every seed, points the translation the right way and
     is metric. Measured with the stage-8 default (the pair upscaled to its 364x280 training size), with 1 and 2 CPU
     threads (the summation order changes the solver's draws): rotation 0.9-3.1 deg, centre 0.21-0.34 m, direction
-    2-13 deg, scale |t|/|t_gt| 0.38-0.66 (short: the default is not accurate yet, issue 8). The stage-6 default gave 1.8-3.8 deg / 0.16-0.33 m / 7-20 deg / 0.43-0.72, the stage-4 one 3.5-4.3 deg
-    / 0.30-0.35 m / 26-38 deg / 0.45-0.55; the constant-depth one 10.6 deg / 0.62 m, pointing backwards (on the renders
-    before the bitmap font)."""
+    2-13 deg, scale |t|/|t_gt| 0.38-0.66 (short: the default is not accurate yet, issue 8). The stage-6 default
+    gave 1.8-3.8 deg / 0.16-0.33 m / 7-20 deg / 0.43-0.72, the stage-4 one 3.5-4.3 deg / 0.30-0.35 m / 26-38 deg /
+    0.45-0.55; the constant-depth one 10.6 deg / 0.62 m, pointing backwards (on the renders before the bitmap font)."""
     from mickey_ros.geometry.metrics import pose_errors
     from mickey_ros.model.default import load_default_network
 
@@ -345,7 +345,8 @@ def test_default_size_follows_the_network():
     assert reloc.fit_size == tuple(default.input_size) and reloc.max_side is None
     explicit = Relocalizer(default, max_side=500)  # an explicit budget replaces the training size
     assert (explicit.max_side, explicit.fit_size) == (500, None)
-    assert (Relocalizer(default, max_side=None).max_side, Relocalizer(default, max_side=None).fit_size) == (None, None)
+    off = Relocalizer(default, max_side=None)  # no resize at all
+    assert (off.max_side, off.fit_size) == (None, None)
     for bad in (0, 41, "big", True):
         with pytest.raises(InputError, match=r"max_side: expected 'auto', None or a long side of at least 42"):
             Relocalizer(build_model("tiny"), max_side=bad)
@@ -387,7 +388,7 @@ def test_network_with_a_training_size_gets_every_image_at_it(caplog, demo_pair):
             up = reloc.estimate(small[0], K_small[0], small[1], K_small[1])
     logged = [r.getMessage() for r in caplog.records if "training size" in r.getMessage()]
     assert logged == ["image0: 294x224 resized to 168x126 for the network's 168x126 training size, K rescaled",
-                      "image0: 84x63 resized to 168x126 for the network's 168x126 training size, K rescaled"]  # per size
+                      "image0: 84x63 resized to 168x126 for the network's 168x126 training size, K rescaled"]
     for res, K, width in ((down, K0, 294), (up, K_small[0], 84)):
         assert res.success, res.reason
         assert res.depth0.shape == (126 // 14, 168 // 14)

@@ -262,4 +262,5 @@ def test_export_default_model_script_records_the_training_size(tiny, tmp_path):
     bad = subprocess.run([*script, "--out", str(tmp_path / "bad.pt"), "--input-size", "364", "0"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and not (tmp_path / "bad.pt").exists()
-    assert bad.stderr.strip().splitlines()[-1].endswith("--input-size: expected W H of at least 42 pixels each, got 364 0")
+    assert bad.stderr.strip().splitlines()[-1].endswith(
+        "--input-size: expected W H of at least 42 pixels each, got 364 0")
