@@ -127,7 +127,7 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 def _run_match(args: argparse.Namespace) -> Any:
     """The ``match`` job: prints the pose, writes --json / --viz; returns the RelativePose."""
-    from mickey_ros.pipeline import Relocalizer, check_network_size, resolve_device
+    from mickey_ros.pipeline import Relocalizer, check_network_size, refine_mode, resolve_device
 
     K0 = _intrinsics(args.intrinsics0, "--intrinsics0")
     K1 = _intrinsics(args.intrinsics1, "--intrinsics1")
@@ -140,7 +140,7 @@ def _run_match(args: argparse.Namespace) -> Any:
     net = _load_network(args)
     reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
                         resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
-                        depth_flip=args.depth_flip)
+                        depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"))
     res = reloc.estimate(image0, K0, image1, K1)
     out = _pose_dict(res)
     out.update(image0=str(args.image0), image1=str(args.image1), K0=K0.tolist(), K1=K1.tolist())
@@ -181,12 +181,12 @@ def cmd_eval_pairs(args: argparse.Namespace) -> int:
     check_images(pairs, args.image_dir)
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise InputError(f"--json: folder {Path(args.json).parent} does not exist")
-    from mickey_ros.pipeline import Relocalizer, resolve_device
+    from mickey_ros.pipeline import Relocalizer, refine_mode, resolve_device
 
     device = resolve_device(args.device)
     reloc = Relocalizer(_load_network(args), device=device, seed=args.seed, precision=args.precision,
                         resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
-                        depth_flip=args.depth_flip)
+                        depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"))
     result = evaluate_pairs(pairs, args.image_dir, reloc.estimate, viz_dir=args.viz_dir, read=read_image,
                             progress=not args.quiet and sys.stderr.isatty())
     print("\n".join(summary_lines(result["summary"])))
@@ -196,7 +196,7 @@ def cmd_eval_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_bag(args: argparse.Namespace) -> int:
-    from mickey_ros.pipeline import Relocalizer, resolve_device
+    from mickey_ros.pipeline import Relocalizer, refine_mode, resolve_device
     from mickey_ros.ros.bag import check_bag, process_bag
 
     topics = {"image0": args.image0, "info0": args.info0, "image1": args.image1, "info1": args.info1}
@@ -208,7 +208,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
     net = _load_network(args)
     reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
                         resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
-                        depth_flip=args.depth_flip)
+                        depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"))
     log.info("warm-up inference: %.2f s", reloc.warmup())  # so the first pair's latency is like the others'
     summary = process_bag(args.input, args.output, reloc, topics, prefix=args.prefix, slop=args.slop,
                           storage=args.storage, frame0=args.frame0, frame1=args.frame1, progress=not args.quiet,
@@ -309,6 +309,9 @@ def _network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (backbone autocast)")
     p.add_argument("--depth-flip", action="store_true",
                    help="average each image's depth with its mirror image's (twice the network time)")
+    p.add_argument("--refine", default="auto", choices=("auto", "on", "off"),
+                   help="two-view bundle adjustment of the solver's pose (pixels + depth priors); auto: on for "
+                        "every network but the official one (default: auto)")
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:

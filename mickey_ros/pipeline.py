@@ -23,6 +23,7 @@ from mickey_ros.geometry.camera import (
     rescale_intrinsics,
 )
 from mickey_ros.geometry.covariance import pose_covariance
+from mickey_ros.geometry.two_view_ba import RefineConfig, refine_two_view, sampson_distance
 from mickey_ros.geometry.se3 import make_T
 from mickey_ros.onnx_backend import OnnxNetwork
 from mickey_ros.solver import SolverConfig, solve_relative_pose
@@ -47,12 +48,13 @@ class RelativePose:
         T_0to1: ``[4, 4]`` float64 homogeneous transform camera 0 -> camera 1.
         confidence: soft-inlier count of the final pose (tau 0.15 m) / num_matches, in [0, 1].
         soft_inliers: the soft-inlier count itself (the official ``inliers`` value, <= 2048).
-        num_inliers: hard inliers (residual <= 0.15 m) of the final pose among the sampled matches.
+        num_inliers: hard inliers (residual <= 0.15 m) of the final pose among the sampled matches (when
+            ``refined``: the matches the refinement was fitted to).
         num_matches: correspondences sampled in the winning draw (<= 2048).
         kpts3d0, kpts3d1: ``[M, 3]`` float64 metres, the sampled matches' 3D keypoints, each in its
             own camera frame (M = num_matches), ordered by sampling weight (descending).
         kpts2d0, kpts2d1: ``[M, 2]`` float64 pixels (x, y) in the *caller's* image (before crop/resize).
-        inliers: ``[M]`` bool, hard-inlier mask of the final pose.
+        inliers: ``[M]`` bool, hard-inlier mask of the final pose (when ``refined``: the refinement's matches).
         match_weights: ``[M]`` float64, the matching probability each sampled match was drawn with.
         depth0, depth1: ``[h, w]`` float32 depth maps (metres) on the 14-px grid, for visualisation.
         scores0, scores1: ``[h, w]`` float32 keypoint score maps on the 14-px grid.
@@ -60,6 +62,9 @@ class RelativePose:
             m^2, rad^2; rotations about camera 0's axes), propagated from the inliers
             (:func:`mickey_ros.geometry.covariance.pose_covariance`) times ``covariance_scale``; None when
             undetermined (fewer than 6 inliers, degenerate set) or on failure.
+        refined: True when the two-view bundle adjustment (``Relocalizer(refine=...)``) refined ``T_0to1``; then
+            ``inliers`` / ``num_inliers`` are the matches it was fitted to.
+        refine_reason: empty when refined, otherwise why not ("not asked for", "too few matches to refine: ...").
     """
 
     success: bool
@@ -80,6 +85,8 @@ class RelativePose:
     scores0: np.ndarray | None = None
     scores1: np.ndarray | None = None
     covariance: np.ndarray | None = None
+    refined: bool = False
+    refine_reason: str = ""
 
     @property
     def R(self) -> np.ndarray:
@@ -94,15 +101,15 @@ class RelativePose:
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("torch", "onnxruntime")
+REFINE_MODES = ("auto", "on", "off")  # command-line / ROS spellings of Relocalizer(refine=...)
 MIN_PATCHES = 3  # the network needs at least 3x3 patches of 14 px
-# Calibration factor of the propagated covariance (see Relocalizer), for the bundled network: the factor that puts
-# 95 % of synthetic selection pairs (generator seed 13000) inside the 6-dof chi-square bound (training/evaluate.py,
-# metrics["covariance"]["scale_for_95"] times the scale it ran with). Stage 8 (shipped 2026-12-03, the float16 file,
-# images brought to its 364x280 training size): 0.28, 0.34 and 0.40 on three draws of 120 pairs (--seed 0, 1, 2);
-# 0.34, their median. At 0.34 the held-out pairs (120, seed 15000) have 91.7 % inside the bound (they need 0.41; the
-# 95th percentile of 120 NEES values is noisy). Before: 0.52 (stage 4; stage 6 needed 0.57). Other networks:
-# calibrate with evaluate.py and pass covariance_scale.
-DEFAULT_COVARIANCE_SCALE = 0.34
+# Calibration factor of the propagated covariance (see Relocalizer), for the bundled network with its default
+# two-view refinement: the factor that puts 95 % of synthetic selection pairs (generator seed 13000) inside the 6-dof
+# chi-square bound (training/evaluate.py, metrics["covariance"]["scale_for_95"] times the scale it ran with). Stage 8
+# refined (2026-12-04): 0.18, 0.20 and 0.12 on three draws of 120 pairs (--seed 0, 1, 2); 0.18, their median; the
+# held-out pairs (120, seed 15000) need 0.17. Without the refinement (refine=False) the same network needs 0.34
+# (0.28-0.40), stage 4 needed 0.52, stage 6 0.57. Other networks: calibrate with evaluate.py, pass covariance_scale.
+DEFAULT_COVARIANCE_SCALE = 0.18
 DEFAULT_MAX_SIDE = 720  # px: long side of the official test size (720 x 540), the budget for DINOv2 backbones
 WARMUP_SIZE = (294, 224)  # (W, H) px of warmup()'s synthetic pair when neither resize nor the training size is known
 MIN_IMAGE_STD = 1.0 / 255.0  # an image whose pixel standard deviation is below one grey level has nothing to match
@@ -140,6 +147,17 @@ class _View:
     scale_xy: tuple[float, float]  # (W_net / W_in, H_net / H_in) before the crop; (1, 1) without resize
     unusable: str = ""  # why no pose can come from this image (e.g. near-constant), empty when usable
     out: MicKeyOutput | None = None
+
+
+def refine_mode(mode: str, name: str = "refine") -> bool | str:
+    """``"auto"``, ``"on"`` or ``"off"`` (a command line's or a ROS parameter's value) -> ``Relocalizer(refine=...)``.
+
+    Raises:
+        InputError: another value (the message names ``name``).
+    """
+    if mode not in REFINE_MODES:
+        raise InputError(f"{name}: expected one of {', '.join(REFINE_MODES)}, got {mode!r}")
+    return "auto" if mode == "auto" else mode == "on"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -211,6 +229,11 @@ class Relocalizer:
             two depths (:func:`flip_average_depth`; keypoints, scores and descriptors stay the image's own). Twice
             the network time; off by default (the official network and its numbers stay as published). Measured
             for the bundled network in ``training/checkpoints/README.md``.
+        refine: the two-view metric bundle adjustment after the solver (:mod:`mickey_ros.geometry.two_view_ba`:
+            pixels of the matches as observations, the network's depths as priors with a per-view affine depth
+            correction, then matches re-selected by the refined pose). ``"auto"`` (default): on for every network
+            but the ``official`` preset (whose inference stays the official one); True/False; or a
+            :class:`RefineConfig`. The result says whether it applied (``refined``, ``refine_reason``).
 
     Images whose K cannot belong to them (field of view outside 1-179 deg, principal point far outside) raise
     ``IntrinsicsError``; a near-constant image or non-finite network outputs give ``success=False`` with the
@@ -230,6 +253,7 @@ class Relocalizer:
         onnx_path: str | Path | None = None,
         covariance_scale: float = DEFAULT_COVARIANCE_SCALE,
         depth_flip: bool = False,
+        refine: bool | str | RefineConfig = "auto",
     ) -> None:
         if backend not in BACKENDS:
             raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -265,6 +289,14 @@ class Relocalizer:
         if not isinstance(depth_flip, (bool, np.bool_)):
             raise InputError(f"depth_flip: expected True or False, got {depth_flip!r}")
         self.depth_flip = bool(depth_flip)
+        if isinstance(refine, str) and refine == "auto":
+            refine = getattr(net, "preset", "custom") != "official"
+        if isinstance(refine, (bool, np.bool_)):
+            refine = RefineConfig() if refine else None
+        elif not isinstance(refine, RefineConfig):
+            raise InputError(f"refine: expected 'auto', True, False or a RefineConfig, got {refine!r}")
+        #: the two-view bundle adjustment after the solver (:mod:`mickey_ros.geometry.two_view_ba`), or None
+        self.refine: RefineConfig | None = refine
         self.max_side = None if max_side is None else int(max_side)
         self._budget_logged: set[tuple[int, int]] = set()
         self.device = resolve_device(device)
@@ -546,8 +578,12 @@ class Relocalizer:
             return RelativePose(success=False, reason=est.reason, T_0to1=np.eye(4), **maps)
         idx0, idx1 = est.idx0.to(self.device), est.idx1.to(self.device)
         kpts3d0, kpts3d1 = pts0[idx0].cpu().numpy(), pts1[idx1].cpu().numpy()
-        inliers = est.inliers.cpu().numpy().astype(bool)
-        T_0to1 = make_T(est.R.cpu().numpy(), est.t.cpu().numpy())
+        R, t, inliers_t, refine_reason = est.R, est.t, est.inliers, "not asked for"
+        if self.refine is not None:
+            R, t, inliers_t, refine_reason = self._refine(out0, out1, idx0, idx1, est.inliers, est.weights,
+                                                                  K0[0], K1[0], R, t)
+        T_0to1 = make_T(R.cpu().numpy(), t.cpu().numpy())
+        inliers = inliers_t.cpu().numpy().astype(bool)
         covariance = pose_covariance(kpts3d0[inliers], kpts3d1[inliers], T_0to1, float(view0.K[0, 0]),
                                      float(view1.K[0, 0]), scale=self.covariance_scale)
         return RelativePose(
@@ -556,7 +592,7 @@ class Relocalizer:
             T_0to1=T_0to1,
             confidence=float(est.confidence),
             soft_inliers=float(est.soft_inliers),
-            num_inliers=int(est.num_inliers),
+            num_inliers=int(inliers.sum()),
             num_matches=int(est.num_matches),
             kpts3d0=kpts3d0,
             kpts3d1=kpts3d1,
@@ -565,8 +601,49 @@ class Relocalizer:
             inliers=inliers,
             covariance=covariance,
             match_weights=est.weights.double().cpu().numpy(),
+            refined=not refine_reason,
+            refine_reason=refine_reason,
             **maps,
         )
+
+
+    def _refine(self, out0: MicKeyOutput, out1: MicKeyOutput, idx0: torch.Tensor, idx1: torch.Tensor,
+                inliers: torch.Tensor, weights: torch.Tensor, K0: torch.Tensor, K1: torch.Tensor, R: torch.Tensor,
+                t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+        """Two-view bundle adjustment of the solver's pose (:func:`refine_two_view`), on the solver's inliers, then
+        ``reselect_rounds`` times on the sampled matches the refined pose explains (Sampson distance <=
+        ``reselect_px`` network pixels and 3D residual <= ``reselect_m``).
+
+        Args:
+            idx0, idx1: ``[M]`` keypoint indices of the winning draw's matches; inliers: ``[M]`` the solver's mask.
+            K0, K1: ``[3, 3]`` network-input intrinsics; R, t: the solver's pose (``X1 = R X0 + t``, metres).
+
+        Returns:
+            ``(R, t, inliers, reason)``: the refined pose, the ``[M]`` mask of the matches it was fitted to and ``""``;
+            or the solver's pose and mask with the reason the refinement did not apply.
+        """
+        cfg = self.refine
+        assert cfg is not None  # internal invariant: called only when refining
+        cpu = torch.device("cpu")  # hundreds of small float64 operations: faster on the CPU than as GPU kernels
+        k0, k1 = out0.kpts[0, idx0].double().to(cpu), out1.kpts[0, idx1].double().to(cpu)
+        d0, d1 = out0.depth[0, idx0].double().to(cpu), out1.depth[0, idx1].double().to(cpu)
+        K0, K1, R0, t0 = K0.double().to(cpu), K1.double().to(cpu), R.double().to(cpu), t.double().to(cpu)
+        mask = inliers.to(cpu)
+        # each match's cost weighted by its matching probability relative to the solver inliers' median (at most 1)
+        w = weights.double().to(cpu)
+        w = (w / w[mask].median().clamp_min(1e-30)).clamp(max=1.0) if cfg.probability_weights else torch.ones_like(w)
+        res = refine_two_view(k0[mask], k1[mask], d0[mask], d1[mask], K0, K1, R0, t0, cfg, w[mask])
+        if not res.success:
+            return R, t, inliers, res.reason
+        X0, X1 = backproject(k0[None], d0[None], K0[None])[0], backproject(k1[None], d1[None], K1[None])[0]
+        for _ in range(cfg.reselect_rounds if cfg.reselect_px is not None else 0):
+            near = (X0 @ res.R.T + res.t - X1).norm(dim=-1) <= cfg.reselect_m
+            again = near & (sampson_distance(k0, k1, K0, K1, res.R, res.t) <= cfg.reselect_px)
+            res2 = refine_two_view(k0[again], k1[again], d0[again], d1[again], K0, K1, res.R, res.t, cfg, w[again])
+            if not res2.success:  # fewer than MIN_POINTS explained, or no better: keep the last refined pose
+                break
+            res, mask = res2, again
+        return res.R.to(R.device), res.t.to(R.device), mask.to(inliers.device), ""
 
 
 def _non_finite(out0: MicKeyOutput, out1: MicKeyOutput, P: torch.Tensor) -> str:

@@ -65,10 +65,10 @@ def test_match_writes_json_and_viz(tmp_path, capsys, tiny_ckpt):
     assert picture is not None and picture.shape[0] > 224
 
 
-def _api_pose(net, demo_pair, seed=0, depth_flip=False) -> dict:
+def _api_pose(net, demo_pair, seed=0, depth_flip=False, refine="auto") -> dict:
     from mickey_ros import Relocalizer
 
-    res = Relocalizer(net, device="cpu", seed=seed, depth_flip=depth_flip).estimate(*demo_pair)
+    res = Relocalizer(net, device="cpu", seed=seed, depth_flip=depth_flip, refine=refine).estimate(*demo_pair)
     return {"T_0to1": res.T_0to1.tolist(), "confidence": float(res.confidence), "num_inliers": int(res.num_inliers),
             "num_matches": int(res.num_matches)}
 
@@ -99,6 +99,22 @@ def test_match_without_checkpoint_uses_the_bundled_default(caplog, capsys, tmp_p
     data = json.loads(out.read_text())  # the bundled network's pose, as the API gives it on the same pair and seed
     assert {k: data[k] for k in ("T_0to1", "confidence", "num_inliers", "num_matches")} == \
         _api_pose(load_default_network(), demo_pair)
+
+
+def test_match_refine_off_gives_the_solver_pose_and_bad_values_are_refused(tmp_path, demo_pair, capsys):
+    from mickey_ros.model.default import load_default_network
+
+    out = tmp_path / "pose.json"
+    assert main(["match", *_demo_args(), "--device", "cpu", "--refine", "off", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    got = {k: data[k] for k in ("T_0to1", "confidence", "num_inliers", "num_matches")}
+    assert got == _api_pose(load_default_network(), demo_pair, refine=False)
+    assert got["T_0to1"] != _api_pose(load_default_network(), demo_pair)["T_0to1"]
+    capsys.readouterr()
+    assert main(["match", *_demo_args(), "--refine", "maybe"]) == 2
+    err = capsys.readouterr().err.strip()  # argparse quotes the choices on some Python versions, not on others
+    assert err.startswith("mickey-ros: error: mickey-ros match: argument --refine: invalid choice: 'maybe' (choose")
+    assert "\n" not in err and all(choice in err for choice in ("auto", "on", "off"))
 
 
 def test_match_depth_flip_gives_the_api_depth_flip_pose(tmp_path, demo_pair):

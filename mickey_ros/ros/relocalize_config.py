@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mickey_ros.model import PRESETS
-from mickey_ros.pipeline import DEFAULT_COVARIANCE_SCALE, PRECISIONS
+from mickey_ros.pipeline import DEFAULT_COVARIANCE_SCALE, PRECISIONS, REFINE_MODES
 from mickey_ros.ros import builders
 from mickey_ros.ros.node_common import ParameterError, ParameterRules, check_frame_id
 from mickey_ros.ros.reference import IDENTITY_POSE, check_reference_parameters
@@ -26,6 +26,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "device": ("auto", "auto, cpu, cuda, cuda:N"),
     "precision": ("auto", "auto, fp32, bf16, fp16 (backbone autocast)"),
     "depth_flip": (False, "average each image's depth with its mirror image's (twice the network time)"),
+    "refine": ("auto", "two-view bundle adjustment of the solver's pose: auto (on for every network but the "
+                       "official one), on, off"),
     "seed": (0, "solver seed"),
     "covariance_scale": (DEFAULT_COVARIANCE_SCALE, "factor on the propagated pose covariance (calibrated for the "
                                                    "bundled network; training/evaluate.py reports another one's)"),
@@ -119,8 +121,9 @@ def check_configuration(p: Mapping[str, Any]) -> None:
 RULES = ParameterRules(
     float_ranges=RANGES, int_ranges=INT_RANGES,
     choices={"reliability": RELIABILITIES, "tf_mode": builders.TF_MODES, "precision": PRECISIONS,
-             "preset": tuple(PRESETS), "mode": MODES},
-    read_only=frozenset({"checkpoint", "backbone_weights", "preset", "device", "precision", "reliability",
+             "preset": tuple(PRESETS), "mode": MODES,
+             "refine": REFINE_MODES},
+    read_only=frozenset({"checkpoint", "backbone_weights", "preset", "device", "precision", "refine", "reliability",
                          "compressed", "warmup", "autostart", "mode", "reference_mode", "reference_image",
                          "reference_camera_info", "reference_fx", "reference_fy", "reference_cx", "reference_cy",
                          "reference_pose_frame", "reference_pose"}),

@@ -241,13 +241,14 @@ class RelocalizeNode(PublishingMixin, LifecycleNode):
 
     def _configure(self) -> None:
         from mickey_ros.model.mickey import preset_name
-        from mickey_ros.pipeline import Relocalizer
+        from mickey_ros.pipeline import Relocalizer, refine_mode
 
         p = self.params
         self._reference_file = load_reference(p)  # ParameterError (file, size, K) before the network is loaded
         net, network = load_network(p) if self._given_net is None else (self._given_net, "given by the caller")
         self.reloc = Relocalizer(net, device=p["device"], seed=p["seed"], precision=p["precision"],
-                                 covariance_scale=p["covariance_scale"], depth_flip=p["depth_flip"])
+                                 covariance_scale=p["covariance_scale"], depth_flip=p["depth_flip"],
+                                 refine=refine_mode(p["refine"]))
         del net
         self.stats, self._latency_sum = new_stats(), 0.0
         if self.pub_pose is None:

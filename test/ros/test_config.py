@@ -58,7 +58,7 @@ def test_declared_parameters_carry_descriptions_and_ranges(ros, tiny_net):
             map_alignment_node.INT_RANGES["window"]
         assert all(align.describe_parameter(n).description for n in map_alignment_node.PARAMETERS)
         # covariance_scale reaches the Relocalizer, at start-up and on set_parameters; 0 is refused
-        assert reloc.reloc.covariance_scale == relocalize_node.PARAMETERS["covariance_scale"][0] == 0.34
+        assert reloc.reloc.covariance_scale == relocalize_node.PARAMETERS["covariance_scale"][0] == 0.18
         assert reloc.set_parameters([rclpy.parameter.Parameter("covariance_scale", value=2.5)])[0].successful
         assert reloc.reloc.covariance_scale == 2.5
         assert not reloc.set_parameters([rclpy.parameter.Parameter("covariance_scale", value=0.0)])[0].successful
@@ -69,6 +69,9 @@ def test_declared_parameters_carry_descriptions_and_ranges(ros, tiny_net):
         assert reloc.reloc.depth_flip is True
         assert not reloc.set_parameters([rclpy.parameter.Parameter("depth_flip", value="yes")])[0].successful
         assert reloc.reloc.depth_flip is True
+        # refine: "auto" (on for a non-official network), read-only (it is chosen when the Relocalizer is built)
+        assert relocalize_node.PARAMETERS["refine"][0] == "auto" and reloc.reloc.refine is not None
+        assert reloc.describe_parameter("refine").read_only
         result = align.set_parameters([rclpy.parameter.Parameter("min_confidence", value=2.0)])[0]
         assert not result.successful  # outside [0, 1]: rejected by the declared range
     finally:
@@ -108,3 +111,25 @@ def test_node_with_a_bad_checkpoint_exits_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("relocalize_node: error: checkpoint: ") and str(missing) in lines[0], \
         proc
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("value, refined", [("off", False), ("on", True)])
+def test_refine_parameter_reaches_the_relocalizer(ros, tiny_net, value, refined):
+    from rclpy.parameter import Parameter
+
+    node = relocalize_node.RelocalizeNode(net=tiny_net, context=ros, parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("warmup", value=False), Parameter("refine", value=value)])
+    try:
+        assert (node.reloc.refine is not None) is refined
+    finally:
+        node.destroy_node()
+
+
+def test_a_bad_refine_value_is_refused_naming_the_choices(ros, tiny_net):
+    from rclpy.parameter import Parameter
+
+    from mickey_ros.ros.node_common import ParameterError
+
+    with pytest.raises(ParameterError, match=r"^refine: .*'maybe'.*auto.*on.*off|^refine: .*auto.*on.*off.*'maybe'"):
+        relocalize_node.RelocalizeNode(net=tiny_net, context=ros, parameter_overrides=[
+            Parameter("device", value="cpu"), Parameter("warmup", value=False), Parameter("refine", value="maybe")])
