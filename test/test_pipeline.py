@@ -446,3 +446,19 @@ def test_input_size_round_trips_through_checkpoints(tmp_path):
     torch.save(blob, path)
     with pytest.raises(CheckpointError, match=r"b\.pt: input_size: expected \[W, H\] in pixels, got \[294\]"):
         load_checkpoint(path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_refinement_on_cuda_matches_the_cpu(demo_pair):
+    """The network and solver on the GPU, the refinement on the CPU in float64 (the Relocalizer moves its inputs
+    there and the pose back): the refined pose is close to the CPU run's (the GPU's network output differs in the
+    last bits) and lives where the caller asked."""
+    from mickey_ros.geometry.metrics import pose_errors
+    from mickey_ros.model.default import load_default_network
+
+    net = load_default_network()
+    cpu = Relocalizer(net, device="cpu", seed=0, precision="fp32").estimate(*demo_pair)
+    gpu = Relocalizer(load_default_network(), device="cuda", seed=0, precision="fp32").estimate(*demo_pair)
+    assert cpu.refined and gpu.refined and isinstance(gpu.T_0to1, np.ndarray)
+    centre, rot = pose_errors(gpu.T_0to1, cpu.T_0to1)
+    assert centre < 0.02 and rot < 0.3, (centre, rot)
