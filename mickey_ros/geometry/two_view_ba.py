@@ -293,28 +293,18 @@ class _Problem:
         Jp0_p = torch.cat([torch.zeros(n, 1, 6, dtype=dtype, device=device), -self.phi[0][:, None] / self.sd,
                            zeros_k], -1)
         Jp1_p = torch.cat([dz1 @ dY_dp, zeros_k, -self.phi[1][:, None] / self.sd], -1)
-        groups = [  # (residual [N, rows], weight [N], parameter Jacobian or None, point Jacobian)
-            (e0, self.w * self._weight(e0.norm(dim=-1)), None, J0_X),
-            (e1, self.w * self._weight(e1.norm(dim=-1)), J1_p, J1_Y @ dY_dX),
-            (p0[:, None], self.w * self._weight(p0.abs()), Jp0_p, dz0),
-            (p1[:, None], self.w * self._weight(p1.abs()), Jp1_p, dz1 @ dY_dX),
-        ]
-        P = self.num_params
-        H_pp = torch.zeros(P, P, dtype=dtype, device=device)
-        H_pX = torch.zeros(n, P, 3, dtype=dtype, device=device)
-        H_XX = torch.zeros(n, 3, 3, dtype=dtype, device=device)
-        g_p = torch.zeros(P, dtype=dtype, device=device)
-        g_X = torch.zeros(n, 3, dtype=dtype, device=device)
-        for r, w, Jp, JX in groups:
-            w = w[:, None, None]
-            JXt = JX.transpose(-1, -2)
-            H_XX = H_XX + JXt @ (w * JX)
-            g_X = g_X + (JXt @ (w * r[..., None]))[..., 0]
-            if Jp is not None:
-                Jpt = Jp.transpose(-1, -2)
-                H_pp = H_pp + (Jpt @ (w * Jp)).sum(0)
-                H_pX = H_pX + Jpt @ (w * JX)
-                g_p = g_p + (Jpt @ (w * r[..., None])).sum(0)[:, 0]
+        # all six residual rows per point stacked: e0 (2), e1 (2), p0 (1), p1 (1)
+        J_p = torch.cat([torch.zeros(n, 2, P_ := self.num_params, dtype=dtype, device=device), J1_p, Jp0_p, Jp1_p], 1)
+        J_X = torch.cat([J0_X, J1_Y @ dY_dX, dz0, dz1 @ dY_dX], 1)  # [N, 6, 3]
+        r = torch.cat([e0, e1, p0[:, None], p1[:, None]], 1)  # [N, 6]
+        w = self.w[:, None] * torch.stack([self._weight(e0.norm(dim=-1))] * 2 + [self._weight(e1.norm(dim=-1))] * 2
+                                          + [self._weight(p0.abs()), self._weight(p1.abs())], 1)  # [N, 6]
+        wJ_p, wJ_X = w[..., None] * J_p, w[..., None] * J_X
+        H_pp = wJ_p.reshape(-1, P_).T @ J_p.reshape(-1, P_)  # one GEMM over all rows
+        H_pX = (wJ_p[..., :, None] * J_X[..., None, :]).sum(1)  # [N, P, 3]
+        H_XX = (wJ_X[..., :, None] * J_X[..., None, :]).sum(1)  # [N, 3, 3]
+        g_p = wJ_p.reshape(-1, P_).T @ r.reshape(-1)
+        g_X = (wJ_X * r[..., None]).sum(1)
         if k:  # the priors of the depth corrections: residual c / sigma_c, unit weight
             inv_var = (1.0 / self.sigma_c ** 2).repeat(2)
             H_pp[6:, 6:] += torch.diag(inv_var)
@@ -333,8 +323,9 @@ class _Problem:
             self.num_params, dtype=X.dtype, device=X.device)
         try:
             H_XX_inv = torch.linalg.inv(H_XX)  # [N, 3, 3]
-            S = H_pp - (H_pX @ H_XX_inv @ H_pX.transpose(-1, -2)).sum(0)
-            b = g_p - (H_pX @ H_XX_inv @ g_X[..., None]).sum(0)[:, 0]
+            A = H_pX @ H_XX_inv  # [N, P, 3]
+            S = H_pp - (A @ H_pX.transpose(-1, -2)).sum(0)
+            b = g_p - (A @ g_X[..., None]).sum(0)[:, 0]
             dp = -torch.linalg.solve(S, b)
         except RuntimeError:  # torch.linalg.LinAlgError: singular system
             return None
