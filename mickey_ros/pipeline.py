@@ -580,8 +580,9 @@ class Relocalizer:
         kpts3d0, kpts3d1 = pts0[idx0].cpu().numpy(), pts1[idx1].cpu().numpy()
         R, t, inliers_t, refine_reason = est.R, est.t, est.inliers, "not asked for"
         if self.refine is not None:
-            R, t, inliers_t, refine_reason = self._refine(out0, out1, idx0, idx1, est.inliers, est.weights,
-                                                                  K0[0], K1[0], R, t)
+            R, t, inliers_t, refine_reason = self._refine(out0.kpts[0, idx0], out1.kpts[0, idx1], pts0[idx0],
+                                                                  pts1[idx1], est.inliers, est.weights, K0[0], K1[0],
+                                                                  R, t)
         T_0to1 = make_T(R.cpu().numpy(), t.cpu().numpy())
         inliers = inliers_t.cpu().numpy().astype(bool)
         covariance = pose_covariance(kpts3d0[inliers], kpts3d1[inliers], T_0to1, float(view0.K[0, 0]),
@@ -607,7 +608,7 @@ class Relocalizer:
         )
 
 
-    def _refine(self, out0: MicKeyOutput, out1: MicKeyOutput, idx0: torch.Tensor, idx1: torch.Tensor,
+    def _refine(self, kpts0: torch.Tensor, kpts1: torch.Tensor, X0: torch.Tensor, X1: torch.Tensor,
                 inliers: torch.Tensor, weights: torch.Tensor, K0: torch.Tensor, K1: torch.Tensor, R: torch.Tensor,
                 t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
         """Two-view bundle adjustment of the solver's pose (:func:`refine_two_view`), on the solver's inliers, then
@@ -615,7 +616,9 @@ class Relocalizer:
         ``reselect_px`` network pixels and 3D residual <= ``reselect_m``).
 
         Args:
-            idx0, idx1: ``[M]`` keypoint indices of the winning draw's matches; inliers: ``[M]`` the solver's mask.
+            kpts0, kpts1: ``[M, 2]`` network-input pixels of the winning draw's matches; X0, X1: ``[M, 3]`` their
+                3D keypoints (metres, each in its camera; z is the predicted depth); inliers: ``[M]`` the solver's
+                mask; weights: ``[M]`` their matching probabilities.
             K0, K1: ``[3, 3]`` network-input intrinsics; R, t: the solver's pose (``X1 = R X0 + t``, metres).
 
         Returns:
@@ -625,8 +628,9 @@ class Relocalizer:
         cfg = self.refine
         assert cfg is not None  # internal invariant: called only when refining
         cpu = torch.device("cpu")  # hundreds of small float64 operations: faster on the CPU than as GPU kernels
-        k0, k1 = out0.kpts[0, idx0].double().to(cpu), out1.kpts[0, idx1].double().to(cpu)
-        d0, d1 = out0.depth[0, idx0].double().to(cpu), out1.depth[0, idx1].double().to(cpu)
+        k0, k1 = kpts0.double().to(cpu), kpts1.double().to(cpu)
+        X0, X1 = X0.double().to(cpu), X1.double().to(cpu)
+        d0, d1 = X0[:, 2], X1[:, 2]
         K0, K1, R0, t0 = K0.double().to(cpu), K1.double().to(cpu), R.double().to(cpu), t.double().to(cpu)
         mask = inliers.to(cpu)
         # each match's cost weighted by its matching probability relative to the solver inliers' median (at most 1)
@@ -635,7 +639,6 @@ class Relocalizer:
         res = refine_two_view(k0[mask], k1[mask], d0[mask], d1[mask], K0, K1, R0, t0, cfg, w[mask])
         if not res.success:
             return R, t, inliers, res.reason
-        X0, X1 = backproject(k0[None], d0[None], K0[None])[0], backproject(k1[None], d1[None], K1[None])[0]
         for _ in range(cfg.reselect_rounds if cfg.reselect_px is not None else 0):
             near = (X0 @ res.R.T + res.t - X1).norm(dim=-1) <= cfg.reselect_m
             again = near & (sampson_distance(k0, k1, K0, K1, res.R, res.t) <= cfg.reselect_px)
