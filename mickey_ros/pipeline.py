@@ -23,8 +23,8 @@ from mickey_ros.geometry.camera import (
     rescale_intrinsics,
 )
 from mickey_ros.geometry.covariance import pose_covariance
-from mickey_ros.geometry.two_view_ba import RefineConfig, refine_two_view, sampson_distance
 from mickey_ros.geometry.se3 import make_T
+from mickey_ros.geometry.two_view_ba import RefineConfig, refine_two_view, sampson_distance
 from mickey_ros.onnx_backend import OnnxNetwork
 from mickey_ros.solver import SolverConfig, solve_relative_pose
 
