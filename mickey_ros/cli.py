@@ -232,14 +232,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     (medians), the estimate and its errors beside the ground truth and the "no motion" (identity) pose, the floor
     an estimate must beat. Exit code 0 when every pair gave a pose, 1 when one did not (its reason is printed)."""
     from mickey_ros.demo import load_demo_pairs, report, run_demo, viz_paths
-    from mickey_ros.pipeline import Relocalizer, resolve_device
+    from mickey_ros.pipeline import Relocalizer, refine_mode, resolve_device
 
     pairs = load_demo_pairs()
     pictures = viz_paths(args.viz, len(pairs))  # fail fast: before the network loads
     device = resolve_device(args.device)
     net = _load_network(argparse.Namespace(onnx=None, checkpoint=None, backbone_weights=None, preset=None,
                                            seed=args.seed))
-    reloc = Relocalizer(net, device=device, seed=args.seed, precision="auto", max_side="auto")
+    reloc = Relocalizer(net, device=device, seed=args.seed, precision="auto", max_side="auto",
+                        refine=refine_mode(args.refine, "--refine"))
     results, summary = run_demo(pairs, reloc.estimate, read_image, pictures=pictures)
     if args.json:
         _write_json(args.json, report(results, summary, _pose_dict), "--json")
@@ -382,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the bundled demo pairs through the bundled default network, vs ground truth")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     d.add_argument("--seed", type=int, default=0, help="solver seed (same seed, same pose)")
+    d.add_argument("--refine", default="auto", choices=("auto", "on", "off"),
+                   help="two-view bundle adjustment of the solver's pose (default: auto, on for the bundled network)")
     d.add_argument("--viz", metavar="OUT.png", help="write one picture per pair: OUT_pair1.png, OUT_pair2.png, ...")
     d.add_argument("--json", metavar="OUT.json", help="write per pair the estimate, ground truth and errors, and the "
                                                       "totals")

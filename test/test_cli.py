@@ -191,28 +191,31 @@ def test_demo_runs_every_pair_beside_ground_truth_and_no_motion(capsys, tmp_path
     assert not (tmp_path / "demo.png").exists()
 
 
-def test_demo_pose_with_the_bundled_network_beats_no_motion(tmp_path):
+@pytest.mark.parametrize("refine", ["auto", "off"])
+def test_demo_pose_with_the_bundled_network_beats_no_motion(tmp_path, refine):
     """The demo's poses against gt_pose.txt / pairs.txt: over the five pairs the bundled network must beat "no
-    motion" in median rotation and camera-centre error and be metric, i.e. get the median |t|/|t_gt| within a
-    factor 2 (the constant-depth default was short by x7.7; the stage-8 default's own p10-p90 on 120 held-out pairs
-    is 0.49-1.34, so one five-pair median cannot be held tighter). Measured (solver seed 0) with the stage-8 default:
-    1.33 deg / 0.248 m / scale 0.76, pair 1 1.33 deg / 0.219 m; "no motion" 10.0 deg / 0.543 m; the stage-6 default
-    gave 2.24 deg / 0.340 m / 0.70, the stage-4 one 3.91 deg / 0.319 m / 0.73; the constant-depth one failed all
-    three (6.84 deg / 0.619 m / scale 0.13, on the renders before the bitmap font). The full acceptance (0.15 m /
-    3 deg on held-out pairs) is test_default_network_accuracy's."""
+    motion" in median rotation and camera-centre error and be metric. Measured (solver seed 0), stage-8 default with
+    its two-view refinement (the default): medians 0.74 deg / 0.105 m / scale 0.79, pair 1 0.5 deg / 0.10 m; with
+    the solver alone (``--refine off``) 1.33 deg / 0.248 m / scale 0.76, pair 1 1.33 deg / 0.219 m; "no motion"
+    10.0 deg / 0.543 m. The stage-6 default gave 2.24 deg / 0.340 m / 0.70 (solver alone), the constant-depth one
+    failed all three (6.84 deg / 0.619 m / scale 0.13, on the renders before the bitmap font). The solver-only bounds
+    hold its scale within a factor 2 (its p10-p90 on 120 held-out pairs is 0.49-1.34). The full acceptance is
+    test_default_network_accuracy's."""
     out = tmp_path / "p.json"
-    assert main(["demo", "--device", "cpu", "--quiet", "--json", str(out)]) == 0
+    assert main(["demo", "--device", "cpu", "--quiet", "--refine", refine, "--json", str(out)]) == 0
     summary = json.loads(out.read_text())["summary"]
     floor = summary["identity"]
+    rot, centre, scale, pair_rot, pair_centre = (0.15, 0.3, (0.65, 1.3), 0.15, 0.3) if refine == "auto" else \
+        (0.6, 0.9, (0.5, 2.0), 0.5, 0.6)
     assert summary["num_failures"] == 0
-    assert summary["median_rot_err_deg"] < 0.6 * floor["median_rot_err_deg"]
-    assert summary["median_trans_err_m"] < 0.9 * floor["median_trans_err_m"]
-    assert 1 / 2 < summary["scale_ratio_median"] < 2
+    assert summary["median_rot_err_deg"] < rot * floor["median_rot_err_deg"]
+    assert summary["median_trans_err_m"] < centre * floor["median_trans_err_m"]
+    assert scale[0] < summary["scale_ratio_median"] < scale[1]
     pair1 = json.loads(out.read_text())["pairs"][0]  # the bundled pair of README and demo_pair
     gt = np.loadtxt(DEMO / "gt_pose.txt").reshape(3, 4)
     np.testing.assert_allclose(pair1["T_0to1_gt"][:3], gt, atol=1e-9)
-    assert pair1["errors"]["rot_err_deg"] < 0.5 * pair1["no_motion_errors"]["rot_err_deg"]
-    assert pair1["errors"]["trans_err_m"] < 0.6 * pair1["no_motion_errors"]["trans_err_m"]
+    assert pair1["errors"]["rot_err_deg"] < pair_rot * pair1["no_motion_errors"]["rot_err_deg"]
+    assert pair1["errors"]["trans_err_m"] < pair_centre * pair1["no_motion_errors"]["trans_err_m"]
 
 
 def test_demo_exits_1_when_a_pair_has_no_pose(monkeypatch, capsys, tmp_path):
