@@ -24,7 +24,7 @@ from mickey_ros.geometry.camera import (
 )
 from mickey_ros.geometry.covariance import pose_covariance
 from mickey_ros.geometry.se3 import make_T
-from mickey_ros.geometry.two_view_ba import RefineConfig, refine_two_view, sampson_distance
+from mickey_ros.geometry.two_view_ba import MIN_DEPTH, RefineConfig, refine_two_view, sampson_distance
 from mickey_ros.onnx_backend import OnnxNetwork
 from mickey_ros.solver import SolverConfig, solve_relative_pose
 
@@ -640,7 +640,8 @@ class Relocalizer:
         if not res.success:
             return R, t, inliers, res.reason
         for _ in range(cfg.reselect_rounds if cfg.reselect_px is not None else 0):
-            near = (X0 @ res.R.T + res.t - X1).norm(dim=-1) <= cfg.reselect_m
+            moved = X0 @ res.R.T + res.t
+            near = ((moved - X1).norm(dim=-1) <= cfg.reselect_m) & (moved[:, 2] > MIN_DEPTH)  # in front of camera 1
             again = near & (sampson_distance(k0, k1, K0, K1, res.R, res.t) <= cfg.reselect_px)
             res2 = refine_two_view(k0[again], k1[again], d0[again], d1[again], K0, K1, res.R, res.t, cfg, w[again])
             if not res2.success:  # fewer than MIN_POINTS explained, or no better: keep the last refined pose
