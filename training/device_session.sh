@@ -16,8 +16,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS="rosbags==0.11.9 apsw==3.54.1.0 lz4==4.4.5 ruamel.yaml==0.19.1 backports.zstd==1.8.0"
-RESUME=${RESUME:-training/checkpoints/default_small_stage8_step3250.ckpt}
-CONFIG=${CONFIG:-training/checkpoints/default_small_stage8_step3250.resolved_config.yaml}
+RESUME=${RESUME:-training/checkpoints/default_small_stage9_step2118.ckpt}
+CONFIG=${CONFIG:-training/checkpoints/default_small_stage9_step2118.resolved_config.yaml}
 if [ "${DRY:-0}" = 1 ]; then
   : "${DEVICE:=cpu}" "${PROCS:=1}" "${ROOMS:=1}" "${FRAMES:=8}" "${SELECT:=1}" "${TRAIN_S:=45}" "${BATCH:=2}"
   : "${WORKERS:=0}" "${EVAL_PAIRS:=3}"
@@ -67,7 +67,7 @@ run() {
   pids+=($!)
   if [ "${DRY:-0}" != 1 ]; then
     timeout 200 $PY -m pytest -q -p no:cacheprovider -rs -k "cuda or gpu" test/training/test_trainer_official.py \
-      test/test_solver.py test/test_cli.py test/test_bench_gpu.py > "$OUT/cuda_tests.txt" 2>&1
+      test/test_solver.py test/test_cli.py test/test_bench_gpu.py test/test_pipeline.py > "$OUT/cuda_tests.txt" 2>&1
     log "cuda tests: rc $? ($(tail -n 1 "$OUT/cuda_tests.txt"))"
   fi
   for k in "${pids[@]}"; do wait "$k" || { log "generator failed: $(tail -c 300 "$WORK"/gen*.log)"; exit 1; }; done

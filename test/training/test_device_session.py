@@ -26,7 +26,7 @@ def test_the_dry_run_trains_from_the_milestone_and_returns_what_the_machine_woul
     assert len(names) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in out.iterdir())  # what comes back
     train_log = (out / "train.log").read_text()
     assert "continuing with the config's optim.lr 5e-05" in train_log and "interrupted; checkpoint written" in train_log
-    start = torch.load(REPO / "training/checkpoints/default_small_stage8_step3250.ckpt", weights_only=True)
+    start = torch.load(REPO / "training/checkpoints/default_small_stage9_step2118.ckpt", weights_only=True)
     whole = tmp_path / "last.ckpt"
     whole.write_bytes((out / "last.ckpt.part_aa").read_bytes() + (out / "last.ckpt.part_ab").read_bytes())
     end = torch.load(whole, weights_only=True)
