@@ -164,7 +164,7 @@ def test_load_default_network_is_exported_and_loads_the_bundled_weights():
     assert "load_default_network" in model.__all__
     net = load_default_network()
     assert net.preset == "small" and not net.training
-    assert net.input_size == (364, 280) and net.config.depth_focal_ref > 0  # recorded in the file (stage 8)
+    assert net.input_size == (420, 322) and net.config.depth_focal_ref > 0  # recorded in the file (stage 9)
     bundled = load_checkpoint(DEFAULT_WEIGHTS).state_dict()
     state = net.state_dict()
     assert state.keys() == bundled.keys()

@@ -34,7 +34,7 @@ OUTPUTS = ("kpts", "depth", "scores", "descriptors")
 # another resize) is off by far more, everywhere.
 ULPS = 32
 KPTS_MAX_PX = 0.005
-H, W = 280, 364  # the bundled default's training size (20 x 26 patches), recorded in its file
+H, W = 322, 420  # the bundled default's training size (23 x 30 patches), recorded in its file
 FOCAL = 220.0  # px, the demo images' fx (the bundled network's depth is focal-relative)
 
 

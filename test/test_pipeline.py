@@ -48,18 +48,20 @@ def test_estimate_tiny_on_demo_pair(tiny_net, demo_pair):
 def test_bundled_default_on_the_demo_pair_against_ground_truth(demo_pair):
     """The bundled network on the demo pair (gt_pose.txt: 10 deg, |t| 0.543 m), for solver seeds 0-5: beats "no
     motion" (10 deg, 0.543 m) in rotation and camera centre for every seed, points the translation the right way and
-    is metric. Measured with the stage-8 default (the pair upscaled to its 364x280 training size), with 1 and 2 CPU
+    is metric. Measured with the stage-9 default (the pair upscaled to its 420x322 training size), with 1 and 2 CPU
     threads (the summation order changes the solver's draws): with the default two-view refinement rotation
-    0.48-0.51 deg, centre 0.102-0.105 m, direction 3.4-3.8 deg, scale |t|/|t_gt| 0.81-0.82; the solver alone
-    (refine=False) 0.9-3.1 deg, 0.21-0.34 m, 2-13 deg, 0.38-0.66. The stage-6 default gave 1.8-3.8 deg / 0.16-0.33 m
-    / 7-20 deg / 0.43-0.72 (solver alone), the constant-depth one 10.6 deg / 0.62 m, pointing backwards."""
+    1.28-1.31 deg, centre 0.160-0.162 m, direction 4.9-5.2 deg, scale |t|/|t_gt| 0.71; the solver alone
+    (refine=False) 0.9-2.0 deg, 0.13-0.22 m, 0.7-5.0 deg, 0.60-0.76. The stage-8 default gave 0.5 deg / 0.10 m /
+    3.6 deg / 0.81 refined (on 360 selection pairs it is the worse one: 0.109 m / 1.68 deg against 0.091 m /
+    1.31 deg), the stage-6 one 1.8-3.8 deg / 0.16-0.33 m (solver alone), the constant-depth one 10.6 deg / 0.62 m,
+    pointing backwards."""
     from mickey_ros.geometry.metrics import pose_errors
     from mickey_ros.model.default import load_default_network
 
     T_gt = np.eye(4)
     T_gt[:3] = np.loadtxt(DEMO / "gt_pose.txt").reshape(3, 4)
     net = load_default_network()
-    bounds = {True: (1.5, 0.16, 10.0, 0.7, 1.0), False: (5.0, 0.42, 25.0, 0.3, 1.5)}  # rot, centre, dir, scale
+    bounds = {True: (2.0, 0.2, 10.0, 0.6, 1.0), False: (5.0, 0.42, 25.0, 0.3, 1.5)}  # rot, centre, dir, scale
     for refine, (max_rot, max_centre, max_dir, min_scale, max_scale) in bounds.items():
         for seed in range(6):
             res = Relocalizer(net, device="cpu", seed=seed, refine=refine).estimate(*demo_pair)

@@ -4,8 +4,9 @@ the project's synthetic scenes.
 ``mickey_ros/data/default_small.pt`` is a self-describing checkpoint written by ``scripts/export_default_model.py``
 from a ``training/train.py`` run (staged recipe: ``training/configs/default_small_warmup.yaml`` ->
 ``default_small_depth.yaml`` -> ``default_small.yaml`` -> ``default_small_focal.yaml`` -> ``default_small_more.yaml``
--> ``default_small_shape.yaml`` (continued to step 7643) -> ``default_small_364.yaml``, step 1222 of the last),
-weights stored in float16 and loaded into a float32 network. Its training size, 364 x 280, is in the file: the
+-> ``default_small_shape.yaml`` (continued to step 7643) -> ``default_small_364.yaml`` (continued to step 3250) ->
+``default_small_420.yaml``, step 2118 of the last), weights stored in float16 and loaded into a float32 network. Its
+training size, 420 x 322, is in the file: the
 Relocalizer brings every image to it by default (the generator's 294 x 224 images are upscaled). It makes the package
 work out of the box (``mickey-ros demo``, ``match`` without ``--checkpoint``); for real scenes use the official
 weights or your own training.

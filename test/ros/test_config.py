@@ -58,7 +58,7 @@ def test_declared_parameters_carry_descriptions_and_ranges(ros, tiny_net):
             map_alignment_node.INT_RANGES["window"]
         assert all(align.describe_parameter(n).description for n in map_alignment_node.PARAMETERS)
         # covariance_scale reaches the Relocalizer, at start-up and on set_parameters; 0 is refused
-        assert reloc.reloc.covariance_scale == relocalize_node.PARAMETERS["covariance_scale"][0] == 0.18
+        assert reloc.reloc.covariance_scale == relocalize_node.PARAMETERS["covariance_scale"][0] == 0.26
         assert reloc.set_parameters([rclpy.parameter.Parameter("covariance_scale", value=2.5)])[0].successful
         assert reloc.reloc.covariance_scale == 2.5
         assert not reloc.set_parameters([rclpy.parameter.Parameter("covariance_scale", value=0.0)])[0].successful

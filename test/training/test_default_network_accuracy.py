@@ -1,19 +1,15 @@
 """The shipped default network gets metric relative pose right on held-out synthetic pairs (issue 8 acceptance).
 
 The pairs come from the project's own generator with a seed never used for training or tuning (777; training used
-11000, 16000-19000 and 21000-27000, validation 12000, checkpoint selection 13000, the held-out evaluation 15000),
-drawn as the acceptance protocol says: both recordings of the scene, baseline 0.15-1.2 m, view angle <= 30 deg. The
+11000, 16000-19000, 21000-27000, 42000 and 43000, validation 12000, checkpoint selection 13000, the held-out
+evaluation 15000), drawn as the acceptance protocol says: both recordings of the scene, baseline 0.15-1.2 m, view angle <= 30 deg. The
 network runs through ``Relocalizer`` with solver seed 0 and its defaults (the two-view refinement on).
 Each number is checked beside the no-motion (identity) floor on the same pairs.
 
-Measured (stage 8 with the refinement, 2026-12-04): 0.13 m / 2.0 deg / scale 0.93 / direction 9 deg, no motion
-0.414 m / 6.22 deg; the solver alone (``refine=False``) 0.29-0.30 m / 4.2-4.3 deg / 1.21-1.23 / 33-35 deg. On the
-larger held-out set of training/checkpoints/README.md (120 pairs, 40 rooms, seed 15000) the default is at 0.16 m /
-1.8 deg / 0.86 / 7.6 deg: the camera-centre bound of issue 8 is not met there yet.
-
-Four rooms and 40 pairs, not one room: a network's depth-scale error is mostly per room, and one room's 12 pairs were
-too easy to measure rotation (there "no motion" was 1.98 deg, under the 3 deg bound; the stage-6 default passed
-every bound on them while it is at 0.40 m / 5.8 deg on the 40 held-out rooms of training/checkpoints/README.md).
+Measured (stage 9 with the refinement, 2026-12-04): 0.085 m / 1.13 deg / scale 0.99 / direction 9.4 deg, no motion
+0.414 m / 6.22 deg; the solver alone (``refine=False``) 0.32 m / 3.6 deg / 1.28 / 49 deg; the stage-8 default
+refined 0.13 m / 2.0 deg / 0.93 / 8.7 deg. On the larger held-out set of training/checkpoints/README.md (120 pairs,
+40 rooms, seed 15000) the default is at 0.124 m / 1.64 deg / 0.93 / 7.2 deg (no motion 0.59 m / 11.7 deg).
 """
 from __future__ import annotations
 
