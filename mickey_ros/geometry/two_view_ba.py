@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from mickey_ros.errors import InputError
+from mickey_ros.geometry.camera import backproject
 
 MIN_POINTS = 6  # fewer inlier matches leave the 6 pose unknowns poorly determined: not refined
 # per-view log-depth correction models -> their unknowns per view
@@ -168,7 +169,7 @@ def refine_two_view(
         u0, u1 = kpts0.double(), kpts1.double()
         d0, d1 = depth0.double(), depth1.double()
         K0, K1, R, t = K0.double(), K1.double(), R.double(), t.double()
-        X = _backproject(u0, d0, K0)
+        X = backproject(u0[None], d0[None], K0[None])[0]
         zero_info = torch.zeros(6, 6, dtype=torch.float64, device=device)
 
         def keep(reason: str, cost: float = float("nan"), steps: int = 0) -> RefineResult:
@@ -229,7 +230,9 @@ class _Problem:
         sigmas = [config.view_scale_sigma] + [config.view_slope_sigma] * 2 + [config.view_curvature_sigma] * 3
         self.sigma_c = torch.tensor(sigmas, dtype=u0.dtype, device=u0.device)[:self.nuisance]
         # per point the regressors of the depth correction: [1, x_n, y_n] of its pixel in each view
-        self.phi = [_regressors(_normalised(u, K))[:, :self.nuisance] for u, K in ((u0, K0), (u1, K1))]
+        ones = torch.ones_like(u0[:, 0])  # normalised image coordinates: the points at depth 1
+        self.phi = [_regressors(backproject(u[None], ones[None], K[None])[0, :, :2])[:, :self.nuisance]
+                    for u, K in ((u0, K0), (u1, K1))]
         self.num_params = 6 + 2 * self.nuisance
 
     def initial_corrections(self) -> torch.Tensor:
@@ -367,18 +370,6 @@ def _regressors(xy: torch.Tensor) -> torch.Tensor:
     """``[N, 6]`` the depth-correction regressors ``[1, x, y, x^2, x y, y^2]`` of normalised coordinates."""
     x, y = xy[:, 0], xy[:, 1]
     return torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y], -1)
-
-
-def _normalised(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """``[N, 2]`` normalised image coordinates ``K^-1 [u, v, 1]`` (x, y)."""
-    y = (u[:, 1] - K[1, 2]) / K[1, 1]
-    return torch.stack([(u[:, 0] - K[0, 2] - K[0, 1] * y) / K[0, 0], y], -1)
-
-
-def _backproject(u: torch.Tensor, d: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    y = (u[:, 1] - K[1, 2]) / K[1, 1]
-    x = (u[:, 0] - K[0, 2] - K[0, 1] * y) / K[0, 0]
-    return torch.stack([x * d, y * d, d], dim=-1)
 
 
 def _project(X: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
