@@ -13,15 +13,26 @@ Both keep the supervision exact:
   ``exp(+- s/2)`` and Gaussian noise of standard deviation ``0.02 s``; the result is clamped to [0, 1]. Geometry
   (K, pose, depth) is unchanged.
 
+* **camera** (strength ``data.augment_camera`` in [0, 1]): what a real camera does to a picture, drawn per image
+  (the two cameras differ) after the colour jitter: with probability ``0.3 s`` per pair both images turn grey (a
+  monochrome camera, replicated to three channels), vignetting ``1 - v r^2`` (``v`` up to ``0.5 s``, ``r`` the
+  distance from the centre over the half-diagonal), a Gaussian blur of up to ``1.5 s`` px sigma (defocus), signal-
+  dependent sensor noise (up to ``0.03 s`` at full scale) and, with probability ``0.7 s``, JPEG compression at a
+  quality of 30-95. Geometry is unchanged.
+
 Random numbers come from a CPU generator per pair and step (:func:`augment_generator`), so the augmentation of a
 pair does not depend on the batch layout, the number of DataLoader workers or the world size, and an exact resume
 replays it.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from training.seeding import pair_generator
 
@@ -70,12 +81,54 @@ def jitter_colour(image: torch.Tensor, strength: float, gen: torch.Generator) ->
     return x.clamp(0, 1)
 
 
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``[3, H, W]`` blurred by a separable Gaussian of ``sigma`` pixels (reflected borders)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = F.pad(image[None], (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
+
+
+def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """``[3, H, W]`` in [0, 1] through JPEG at ``quality`` (OpenCV, 8 bits)."""
+    pixels = (image.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(pixels[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(decoded)).permute(2, 0, 1).to(image.dtype) / 255
+
+
+def camera_effects(image: torch.Tensor, strength: float, grey: bool, gen: torch.Generator) -> torch.Tensor:
+    """``[3, H, W]`` RGB in [0, 1] with the camera effects of the module docstring (``grey``: drawn per pair)."""
+    s = float(strength)
+    u = torch.rand(5, generator=gen, dtype=torch.float64).tolist()
+    x = image
+    if grey:
+        x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).expand(3, -1, -1)
+    h, w = x.shape[-2:]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, dtype=x.dtype), torch.linspace(-1, 1, w, dtype=x.dtype),
+                            indexing="ij")
+    x = x * (1 - 0.5 * s * u[0] * (xx**2 + yy**2) / 2)
+    if u[1] * 1.5 * s > 0.3:
+        x = _gaussian_blur(x, u[1] * 1.5 * s)
+    level = 0.03 * s * u[2]
+    shape = (1, *x.shape[-2:]) if grey else x.shape  # a monochrome sensor's noise is the same in all channels
+    x = x + torch.randn(shape, generator=gen, dtype=torch.float32).to(x.dtype) * level * x.clamp(0, 1).sqrt()
+    x = x.clamp(0, 1)
+    if u[3] < 0.7 * s:
+        x = _jpeg(x, 30 + int(65 * u[4]))
+    return x
+
+
 def augment_batch(batch: dict[str, Any], flip: float, colour: float, seed: int, step: int,
-                  global_indices: list[int]) -> dict[str, Any]:
+                  global_indices: list[int], camera: float = 0.0) -> dict[str, Any]:
     """A batch (as the DataLoader gives it: ``image*`` ``[B, 3, H, W]``, ``K_color*`` ``[B, 3, 3]``, ``T_0to1``
     ``[B, 4, 4]``, optional ``depth*`` ``[B, H, W]``) with each pair augmented by its own generator; the input batch
-    is not modified. ``flip``: probability in [0, 1]; ``colour``: strength in [0, 1]; both 0 returns ``batch``."""
-    if flip <= 0 and colour <= 0:
+    is not modified. ``flip``: probability in [0, 1]; ``colour``, ``camera``: strengths in [0, 1]; all 0 returns
+    ``batch``."""
+    if flip <= 0 and colour <= 0 and camera <= 0:
         return batch
     keys = [k for k in (*FLIPPED_KEYS, "K_color0", "K_color1", "T_0to1") if k in batch]
     pairs = []
@@ -87,6 +140,10 @@ def augment_batch(batch: dict[str, Any], flip: float, colour: float, seed: int, 
         if colour > 0:
             for key in ("image0", "image1"):
                 item[key] = jitter_colour(item[key], colour, gen)
+        if camera > 0:
+            grey = float(torch.rand(1, generator=gen)) < 0.3 * camera
+            for key in ("image0", "image1"):
+                item[key] = camera_effects(item[key], camera, grey, gen)
         pairs.append(item)
     out = dict(batch)
     for key in keys:

@@ -49,6 +49,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "min_baseline_m": 0.1,
         "max_baseline_m": 2.0,
         "max_angle_deg": 45.0,
+        # other pair limits for some of the folders of data.train / data.val, as written there, e.g. streets:
+        # {data/synthetic/streets: {max_baseline_m: 8.0}} (keys: min_baseline_m, max_baseline_m, max_angle_deg)
+        "pair_limits": {},
         "within_recording": True,
         "across_recordings": True,
         "max_pairs_per_place": None,
@@ -60,6 +63,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cache_dir": "",  # bag index cache; empty = <run_dir>/index_cache
         "augment_flip": 0.0,  # training: probability of mirroring a pair left-right (images, depth, K, pose)
         "augment_color": 0.0,  # training: photometric jitter strength in [0, 1] (training/augment.py)
+        "augment_camera": 0.0,  # training: camera effects (grey, vignetting, blur, noise, JPEG) strength in [0, 1]
     },
     "optim": {"lr": 1e-4, "eps": 1e-6, "grad_clip": 5.0},
     "loss": {f.name: f.default for f in dataclasses.fields(LossConfig)},
@@ -97,7 +101,8 @@ MINIMUMS: dict[str, int] = {
 }
 
 # closed ranges of float keys
-FLOAT_RANGES: dict[str, tuple[float, float]] = {"data.augment_flip": (0.0, 1.0), "data.augment_color": (0.0, 1.0)}
+FLOAT_RANGES: dict[str, tuple[float, float]] = {"data.augment_flip": (0.0, 1.0), "data.augment_color": (0.0, 1.0),
+                                                "data.augment_camera": (0.0, 1.0)}
 
 
 def _check_minimum(key: str, dotted: str, value: Any) -> None:
@@ -133,6 +138,8 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return value
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
     if isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     return value

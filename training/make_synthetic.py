@@ -1,14 +1,15 @@
 """Write seeded synthetic scenes as rosbag2 (mcap) recordings: two visits per scene, with depth and TF.
 
     python training/make_synthetic.py OUT [--scenes N] [--frames F] [--width W] [--height H] [--seed S]
-                                          [--depth/--no-depth] [--two-camera] [--overwrite]
+                                          [--depth/--no-depth] [--two-camera] [--kind room|street] [--overwrite]
 
 Layout: ``OUT/scene_000/{rec0,rec1}/`` (bag folders) and ``OUT/scene_000/scene.json`` (seed, K, size,
 ground-truth ``T_map_camera`` per image); see :mod:`training.data.synthetic`. ``--two-camera`` writes a
 two-camera rig per bag instead (``/cam0/image_raw``, ``/cam0/camera_info``, ``/cam1/image_raw``,
 ``/cam1/camera_info``, same stamps, both extrinsics on ``/tf_static``; the rig's ``T_0to1`` in scene.json),
 ready for ``mickey-ros bag OUT/scene_000/rec0 RESULT --image0 /cam0/image_raw --info0 /cam0/camera_info
---image1 /cam1/image_raw --info1 /cam1/camera_info``. Exit codes: 0 done, 2 bad arguments (one line on
+--image1 /cam1/image_raw --info1 /cam1/camera_info``. ``--kind street`` writes outdoor streets instead of rooms
+(facades, parked cars, sky; depths to 300 m; a vehicle driving at 3-12 m/s with a 0.45-1.1 W focal length). Exit codes: 0 done, 2 bad arguments (one line on
 stderr; ``--debug`` adds the traceback).
 """
 from __future__ import annotations
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "evaluation; default on)")
     parser.add_argument("--two-camera", action="store_true",
                         help="a two-camera rig per bag (/cam0/..., /cam1/..., 0.1-0.5 m baseline) for `mickey-ros bag`")
+    parser.add_argument("--kind", choices=("room", "street"), default="room",
+                        help="room: indoor rooms (default); street: outdoor streets driven by a vehicle")
     parser.add_argument("--overwrite", action="store_true", help="replace the scene folders of a non-empty OUT")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         summary = generate(args.out, scenes=args.scenes, frames=args.frames, width=args.width, height=args.height,
                            seed=args.seed, depth=args.depth, overwrite=args.overwrite,
-                           two_camera=args.two_camera, progress=progress)
+                           two_camera=args.two_camera, kind=args.kind, progress=progress)
     except MickeyError as err:
         if "--debug" in argv:
             traceback.print_exc()

@@ -94,9 +94,10 @@ def build_network(cfg: dict) -> MicKey:
     if m["cache_features"] and not net.config.freeze_backbone:
         raise InputError("model.cache_features: needs a frozen backbone (set model.freeze_backbone=true)")
     d = cfg["data"]
-    if m["cache_features"] and (d["augment_flip"] > 0 or d["augment_color"] > 0):
-        raise InputError("model.cache_features: features are cached per image name; expected data.augment_flip "
-                         f"and data.augment_color 0, got {d['augment_flip']:g} and {d['augment_color']:g}")
+    if m["cache_features"] and (d["augment_flip"] > 0 or d["augment_color"] > 0 or d["augment_camera"] > 0):
+        raise InputError("model.cache_features: features are cached per image name; expected data.augment_flip, "
+                         f"data.augment_color and data.augment_camera 0, got {d['augment_flip']:g}, "
+                         f"{d['augment_color']:g} and {d['augment_camera']:g}")
     return net
 
 
@@ -235,7 +236,7 @@ class Trainer:
         self.net.input_size = (int(batch["image0"].shape[-1]), int(batch["image0"].shape[-2]))
         d = self.cfg["data"]
         batch = augment_batch(batch, d["augment_flip"], d["augment_color"], self.cfg["train"]["seed"], self.step,
-                              global_indices)
+                              global_indices, d["augment_camera"])
         im0, im1 = batch["image0"].to(dev), batch["image1"].to(dev)
         features = self.cache is not None
         if features:

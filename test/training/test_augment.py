@@ -10,7 +10,7 @@ import torch
 
 from conftest import REPO
 from training import config as config_mod
-from training.augment import augment_batch, augment_generator, flip_pair, jitter_colour
+from training.augment import _gaussian_blur, augment_batch, augment_generator, camera_effects, flip_pair, jitter_colour
 
 W, H = 294, 224
 
@@ -101,7 +101,48 @@ def test_each_pair_is_augmented_by_its_own_generator_whatever_the_batch():
     assert 70 < sum(flips) < 130
 
 
+def _smooth_image() -> torch.Tensor:
+    """``[3, H, W]`` an image with edges and flat areas (JPEG and blur change it visibly; noise is measurable)."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+    checker = ((x * 8).floor() + (y * 6).floor()) % 2
+    return torch.stack([0.2 + 0.6 * checker, 0.3 + 0.4 * x, 0.5 * y + 0.2 * checker])
+
+
+def test_camera_effects_are_seeded_in_range_grey_when_asked_and_leave_geometry_alone():
+    image = _smooth_image()
+    a = camera_effects(image, 1.0, False, torch.Generator().manual_seed(3))
+    b = camera_effects(image, 1.0, False, torch.Generator().manual_seed(3))
+    c = camera_effects(image, 1.0, False, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == image.shape and 0 <= a.min() and a.max() <= 1 and (a - image).abs().mean() > 0.005
+    grey = camera_effects(image, 1.0, True, torch.Generator().manual_seed(3))
+    assert (grey[0] - grey[1]).abs().mean() < 0.02 and (grey[1] - grey[2]).abs().mean() < 0.02  # JPEG chroma only
+    batch = {k: v[None] for k, v in _pair().items()}
+    out = augment_batch(batch, 0.0, 0.0, seed=0, step=0, global_indices=[0], camera=1.0)
+    for key in ("depth0", "depth1", "K_color0", "K_color1", "T_0to1"):
+        assert torch.equal(out[key], batch[key]), key
+    assert not torch.equal(out["image0"], batch["image0"])
+    # over many pairs at full strength, about 30 % are grey, and both images of a grey pair are
+    greys = []
+    for step in range(60):
+        o = augment_batch({k: v[None] for k, v in {"image0": image, "image1": image}.items()}, 0.0, 0.0, seed=0,
+                          step=step, global_indices=[0], camera=1.0)
+        g0, g1 = (bool((o[k][0, 0] - o[k][0, 2]).abs().mean() < 0.02) for k in ("image0", "image1"))
+        assert g0 == g1
+        greys.append(g0)
+    assert 8 <= sum(greys) <= 30
+
+
+def test_blur_keeps_the_mean_and_smooths_an_edge():
+    image = _smooth_image()
+    blurred = _gaussian_blur(image, 1.5)
+    assert blurred.shape == image.shape
+    assert abs(float(blurred.mean() - image.mean())) < 1e-3
+    assert float(blurred.diff(dim=-1).abs().max()) < 0.5 * float(image.diff(dim=-1).abs().max())
+
+
 @pytest.mark.parametrize(("override", "match"), [
+    ("data.augment_camera=2", r"data\.augment_camera: expected a number in \[0, 1\], got 2"),
     ("data.augment_flip=1.5", r"data\.augment_flip: expected a number in \[0, 1\], got 1\.5"),
     ("data.augment_color=-0.1", r"data\.augment_color: expected a number in \[0, 1\], got -0\.1"),
 ])

@@ -6,11 +6,14 @@ Shared by the trainer and ``evaluate.py`` (neither imports the other for it). ``
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
 from mickey_ros.errors import DatasetError, InputError
+from training.config import ConfigError
+from training.data.pairs import PairConfig
 
 
 def find_bags(paths: list[str], what: str) -> list[Path]:
@@ -45,6 +48,36 @@ def _check_overlap_limits(d: dict) -> None:
                          "data.max_baseline_m and data.max_angle_deg")
 
 
+PAIR_LIMIT_KEYS = ("min_baseline_m", "max_baseline_m", "max_angle_deg")
+
+
+def place_pair_configs(d: dict, split: str, bags_by_folder: dict[str, list[Path]], places: dict[Path, str],
+                       base: PairConfig) -> dict[str, PairConfig]:
+    """``data.pair_limits`` as place id -> :class:`PairConfig` for the folders of ``data.<split>`` it names.
+
+    Raises:
+        ConfigError: a folder that is in neither data.train nor data.val, an unknown key or a value that is not a
+            number (one line naming ``data.pair_limits`` and the folder).
+    """
+    out: dict[str, PairConfig] = {}
+    for folder, limits in d["pair_limits"].items():
+        where = f"data.pair_limits[{folder!r}]"
+        if folder not in d["train"] and folder not in d["val"]:
+            raise ConfigError(f"{where}: expected a folder listed in data.train or data.val as written there, got "
+                              f"one in neither (data.train: {d['train']}, data.val: {d['val']})")
+        if not isinstance(limits, dict) or not limits:
+            raise ConfigError(f"{where}: expected a mapping of {', '.join(PAIR_LIMIT_KEYS)}, got {limits!r}")
+        for key, value in limits.items():
+            if key not in PAIR_LIMIT_KEYS:
+                raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(PAIR_LIMIT_KEYS)})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+        config = replace(base, **{k: float(v) for k, v in limits.items()})
+        for bag in bags_by_folder.get(folder, []):
+            out[places[bag]] = config
+    return out
+
+
 def build_dataset(cfg: dict, split: str, run_dir: Path) -> Dataset | None:
     """The train or val dataset of the configuration (``None`` for an empty val list).
 
@@ -71,16 +104,20 @@ def build_dataset(cfg: dict, split: str, run_dir: Path) -> Dataset | None:
         return None
     from training.data.bag_index import BagSource, PoseSource, index_bags
     from training.data.datasets import BagPairDataset
-    from training.data.pairs import PairConfig, make_pairs
+    from training.data.pairs import make_pairs
 
     pose = PoseSource(kind=d["pose_source"], world_frame=d["world_frame"], camera_frame=d["camera_frame"] or None,
                       topic=d["pose_topic"] or None)
+    bags_by_folder = {folder: find_bags([folder], split) for folder in d[split]}
     bags = find_bags(d[split], split)
+    ids = bag_ids(bags)
     sources = [BagSource(b, image_topic=d["image_topic"], info_topic=d["info_topic"], pose=pose, place=place,
-                         recording=f"{recording}{d['image_topic']}") for b, (place, recording) in zip(bags, bag_ids(bags))]
+                         recording=f"{recording}{d['image_topic']}") for b, (place, recording) in zip(bags, ids)]
     index = index_bags(sources, cache_dir=d["cache_dir"] or run_dir / "index_cache")
-    pairs = make_pairs(index, PairConfig(
+    base = PairConfig(
         min_baseline_m=d["min_baseline_m"], max_baseline_m=d["max_baseline_m"], max_angle_deg=d["max_angle_deg"],
         within_recording=d["within_recording"], across_recordings=d["across_recordings"],
-        max_pairs_per_place=d["max_pairs_per_place"], seed=cfg["train"]["seed"]))
+        max_pairs_per_place=d["max_pairs_per_place"], seed=cfg["train"]["seed"])
+    places = {bag: place for bag, (place, _) in zip(bags, ids)}
+    pairs = make_pairs(index, base, place_pair_configs(d, split, bags_by_folder, places, base))
     return BagPairDataset(index, pairs, resize=d["resize"], depth_topic=d["depth_topic"] or None)

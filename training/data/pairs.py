@@ -9,7 +9,7 @@ most ``max_angle_deg``. Vectorised over blocks of frames; deterministic for a gi
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -107,12 +107,15 @@ def _block(C: np.ndarray, Z: np.ndarray, ia: np.ndarray, ib: np.ndarray, within:
     return out
 
 
-def make_pairs(index: PosedFrames, config: PairConfig = PairConfig()) -> list[Pair]:
+def make_pairs(index: PosedFrames, config: PairConfig = PairConfig(),
+               place_configs: Mapping[str, PairConfig] | None = None) -> list[Pair]:
     """Pairs of frames with a useful baseline and view overlap, grouped by place.
 
     Args:
         index: from :func:`training.data.bag_index.index_bags`.
-        config: limits; ``max_pairs_per_place`` keeps a seeded random subset per place.
+        config: limits; ``max_pairs_per_place`` keeps a seeded random subset per place (``config.seed``).
+        place_configs: other limits for some places (place id -> config; e.g. streets, whose useful baselines are
+            metres where a room's are decimetres); their ``seed`` is not used.
 
     Returns:
         Pairs sorted by place, then by (frame0, frame1) in index order.
@@ -129,19 +132,20 @@ def make_pairs(index: PosedFrames, config: PairConfig = PairConfig()) -> list[Pa
     counts: Counter = Counter()
     pairs: list[Pair] = []
     for place, recs in index.places().items():
+        cfg = (place_configs or {}).get(place, config)
         parts: list[tuple[np.ndarray, ...]] = []
         for a, rec_a in enumerate(recs):
-            if config.within_recording:
-                parts += _block(C, Z, recordings[rec_a], recordings[rec_a], True, config, counts)
-            if config.across_recordings:
+            if cfg.within_recording:
+                parts += _block(C, Z, recordings[rec_a], recordings[rec_a], True, cfg, counts)
+            if cfg.across_recordings:
                 for rec_b in recs[a + 1:]:
-                    parts += _block(C, Z, recordings[rec_a], recordings[rec_b], False, config, counts)
+                    parts += _block(C, Z, recordings[rec_a], recordings[rec_b], False, cfg, counts)
         if not parts:
             continue
         i0, i1, dist, angle = (np.concatenate(x) for x in zip(*parts))
         keep = np.lexsort((i1, i0))
-        if config.max_pairs_per_place is not None and len(keep) > config.max_pairs_per_place:
-            keep = keep[np.sort(rng.choice(len(keep), size=config.max_pairs_per_place, replace=False))]
+        if cfg.max_pairs_per_place is not None and len(keep) > cfg.max_pairs_per_place:
+            keep = keep[np.sort(rng.choice(len(keep), size=cfg.max_pairs_per_place, replace=False))]
         pairs += [Pair(int(i0[k]), int(i1[k]), place, float(dist[k]), float(angle[k])) for k in keep]
     if not pairs:
         raise DatasetError(

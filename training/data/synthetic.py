@@ -36,6 +36,7 @@ from mickey_ros.errors import InputError, MickeyError
 from mickey_ros.geometry.se3 import invert_T, make_T
 from mickey_ros.ros import builders
 from training.data.synthetic_render import Scene, cast_depth, make_scene, render
+from training.data.synthetic_street import make_street, make_street_intrinsics, road_half_width
 
 __all__ = ["Scene", "cast_depth", "make_scene", "render", "make_intrinsics", "make_extrinsic", "make_rig",
            "make_trajectory", "make_recordings", "covisibility", "write_recording", "write_scene", "generate",
@@ -61,6 +62,7 @@ SINGLE_CAMERA = (CameraTopics(IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC, CAMERA_FRAME
 # --image1 /cam1/image_raw --info1 /cam1/camera_info`` reads
 TWO_CAMERAS = tuple(CameraTopics(f"/cam{i}/image_raw", f"/cam{i}/camera_info", f"/cam{i}/depth/image_raw",
                                  f"cam{i}_optical_frame") for i in range(2))
+KINDS = ("room", "street")  # what write_scene generates
 START_NS = 1_700_000_000 * 10**9  # stamp of the first image of rec0
 REVISIT_NS = 100 * 10**9  # rec1 starts this much later
 FRAME_PERIOD_NS = 100_000_000  # 10 Hz images
@@ -86,13 +88,14 @@ class Trajectory:
     """Planar motion of ``base_link`` in ``map`` over ``[t0, t1]`` seconds (relative to the recording start).
 
     The position follows a Catmull-Rom curve through ``waypoints`` at uniform parameter speed; the yaw
-    points at ``target`` plus a slow sinusoid; pitch and roll are small sinusoids (body sway).
+    points at ``target`` (or, when it is ``None``, along the path: a vehicle) plus a slow sinusoid; pitch and roll
+    are small sinusoids (body sway).
     """
 
     waypoints: np.ndarray  # [M, 2] metres
     t0: float
     t1: float
-    target: tuple[float, float]
+    target: tuple[float, float] | None
     waves: np.ndarray  # [3, 3]: (amplitude rad, frequency Hz, phase rad) of yaw offset, pitch, roll
 
     def position(self, t: np.ndarray) -> np.ndarray:
@@ -112,7 +115,11 @@ class Trajectory:
         xy = self.position(t)
         amp, freq, phase = self.waves.T
         wave = amp[:, None] * np.sin(2 * np.pi * freq[:, None] * t[None] + phase[:, None])  # [3, N]
-        yaw = np.arctan2(self.target[1] - xy[:, 1], self.target[0] - xy[:, 0]) + wave[0]
+        if self.target is None:
+            ahead = self.position(t + 1e-3) - self.position(t - 1e-3)  # the path's direction (clipped at the ends)
+            yaw = np.arctan2(ahead[:, 1], ahead[:, 0]) + wave[0]
+        else:
+            yaw = np.arctan2(self.target[1] - xy[:, 1], self.target[0] - xy[:, 0]) + wave[0]
         T = np.tile(np.eye(4), (len(t), 1, 1))
         T[:, :3, :3] = _rotation_zyx(yaw, wave[1], wave[2])
         T[:, :2, 3] = xy
@@ -233,6 +240,51 @@ def make_trajectory(scene: Scene, rng: np.random.Generator, duration: float,
     raise MickeyError("synthetic scene: found no collision-free camera path (room too cluttered)")
 
 
+def make_street_trajectory(scene: Scene, rng: np.random.Generator, duration: float,
+                           start_x: float | None = None) -> tuple[Trajectory, float]:
+    """A drive along the street of ``duration`` seconds (plus the TF margins) at 3-12 m/s.
+
+    The vehicle keeps a lane (``|y|`` up to 35 % of the road's half-width) with a slow lateral weave; its heading
+    follows the path (``Trajectory.target`` ``None``) with a yaw weave of 1-6 deg.
+
+    Args:
+        start_x: where the drive starts along the street (metres); random when ``None`` (a revisit passes the
+            first visit's start so that the two overlap).
+
+    Returns:
+        ``(trajectory, start_x)``.
+    """
+    length, width, _ = scene.size
+    road = road_half_width(scene)
+    t0, t1 = -TF_MARGIN_NS * 1e-9, duration + TF_MARGIN_NS * 1e-9
+    speed = rng.uniform(3.0, 12.0)
+    travel = speed * (t1 - t0)
+    if start_x is None:
+        start_x = rng.uniform(-length / 2 + 10, length / 2 - 10 - travel)
+    else:
+        start_x = float(np.clip(start_x + rng.uniform(-0.6, 0.2) * travel, -length / 2 + 5, length / 2 - 5 - travel))
+    segments = max(2, math.ceil(travel / 4.0))
+    xs = start_x + np.linspace(0, travel, segments + 1)
+    lane = rng.uniform(-0.3, 0.3) * road
+    ys = np.clip(lane + np.cumsum(rng.normal(0, 0.1, segments + 1)), -0.35 * road, 0.35 * road)
+    waves = np.column_stack([np.deg2rad([rng.uniform(1, 6), rng.uniform(0, 1.5), rng.uniform(0, 1.5)]),
+                             rng.uniform(0.05, 0.3, 3), rng.uniform(-np.pi, np.pi, 3)])
+    return Trajectory(np.column_stack([xs, ys]), t0, t1, None, waves), float(start_x)
+
+
+def _road_half_width(scene: Scene) -> float:
+    """The road's half-width: the first rect of a street is the road."""
+    return float(scene.rects[0].hi[1])
+
+
+def make_street_extrinsic(rng: np.random.Generator) -> np.ndarray:
+    """``[4, 4]`` ``T_base_camera`` of a vehicle camera: 1.2-2.0 m above the road, 0.5-1.5 m ahead of the base,
+    pitched -3..6 deg down, with up to 1 deg of roll and yaw mounting error."""
+    tilt = np.deg2rad([rng.uniform(-1, 1), rng.uniform(-3, 6), rng.uniform(-1, 1)])  # yaw, pitch, roll
+    R = _rotation_zyx(*tilt[:, None])[0] @ R_BASE_OPTICAL
+    return make_T(R, [rng.uniform(0.5, 1.5), 0.0, rng.uniform(1.2, 2.0)])
+
+
 def _probe_pixels(width: int, height: int, step: int = 8) -> np.ndarray:
     """``[N, 2]`` pixel grid (every ``step`` px) used to check views without rendering them."""
     u, v = np.meshgrid(np.arange(step / 2, width, step), np.arange(step / 2, height, step))
@@ -268,7 +320,8 @@ def covisibility(scene: Scene, K: np.ndarray, width: int, height: int, T_map_a: 
 def make_recordings(scene: Scene, rng: np.random.Generator, frames: int, K: np.ndarray, width: int, height: int,
                     min_depth: float = 0.5, min_covisibility: float = 0.3,
                     two_camera: bool = False) -> tuple[Recording, Recording]:
-    """The two visits ``rec0`` (at :data:`START_NS`) and ``rec1`` (100 s later, from the same side of the target).
+    """The two visits ``rec0`` (at :data:`START_NS`) and ``rec1`` (100 s later, from the same side of the target;
+    on a street (``scene.sky`` set) two drives along it, the second passing the first's start).
 
     Paths are redrawn until no image sees a surface closer than ``min_depth`` metres and, for ``rec1``, until
     one of its images sees at least ``min_covisibility`` of one of ``rec0``'s (checked at the first, middle and
@@ -283,12 +336,17 @@ def make_recordings(scene: Scene, rng: np.random.Generator, frames: int, K: np.n
     probe = _probe_pixels(width, height)
     keys = sorted({0, (frames - 1) // 2, frames - 1})
     recordings: list[Recording] = []
-    bearing = None
+    bearing = None  # rooms: the first visit's bearing from the target; streets: where its drive starts
+    outdoor = scene.sky is not None
     for k in range(2):
-        extrinsic, gain = make_extrinsic(rng), float(rng.uniform(0.8, 1.2))
+        extrinsic = make_street_extrinsic(rng) if outdoor else make_extrinsic(rng)
+        gain = float(rng.uniform(0.8, 1.2))
         rig = make_rig(rng) if two_camera else None
         for _ in range(100):
-            trajectory, start_bearing = make_trajectory(scene, rng, duration, bearing)
+            if outdoor:
+                trajectory, start_bearing = make_street_trajectory(scene, rng, duration, bearing)
+            else:
+                trajectory, start_bearing = make_trajectory(scene, rng, duration, bearing)
             recording = Recording(f"rec{k}", START_NS + k * REVISIT_NS, frames, trajectory, extrinsic, gain, rig)
             T_map_base = recording.T_map_base(recording.frame_stamps_ns)
             views = [T_map_base @ T_base_camera for T_base_camera in recording.T_base_cameras]
@@ -410,20 +468,24 @@ def write_recording(path: Path, scene: Scene, K: np.ndarray, width: int, height:
 
 
 def write_scene(out: Path, seed: int, index: int, frames: int, width: int, height: int, depth: bool = True,
-                two_camera: bool = False) -> Path:
+                two_camera: bool = False, kind: str = "room") -> Path:
     """Generate scene ``index`` (rng ``default_rng((seed, index))``) into ``out/scene_NNN/`` (returned), which must
     not exist: ``rec0/``, ``rec1/`` (bags) and ``scene.json``.
 
     With ``two_camera`` the bags hold a rig (:data:`TWO_CAMERAS`), and each recording in ``scene.json`` also has
     ``T_base_camera1``, ``T_camera0_camera1`` (pose of camera 1 in camera 0) and ``T_0to1`` (its inverse: camera-0
     coordinates -> camera-1 coordinates, what ``mickey-ros bag`` estimates), and ``cameras`` lists the topics.
+    ``kind`` is ``room`` (:func:`make_scene`) or ``street`` (:func:`~training.data.synthetic_street.make_street`:
+    outdoor, depths to 300 m, a vehicle's drives; ``room_size`` then holds the street's length, width and height).
     """
+    if kind not in KINDS:
+        raise InputError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     rng = np.random.default_rng((seed, index))
-    scene = make_scene(rng)
-    K = make_intrinsics(rng, width, height)
+    scene = make_street(rng) if kind == "street" else make_scene(rng)
+    K = (make_street_intrinsics if kind == "street" else make_intrinsics)(rng, width, height)
     folder = out / f"scene_{index:03d}"
     folder.mkdir(parents=True)
-    record: dict[str, Any] = {"seed": seed, "scene_index": index, "K": K.tolist(), "width": width,
+    record: dict[str, Any] = {"seed": seed, "scene_index": index, "kind": kind, "K": K.tolist(), "width": width,
                               "height": height, "room_size": list(scene.size), "recordings": {}}
     if two_camera:
         record["cameras"] = [vars(camera) for camera in TWO_CAMERAS]
@@ -457,7 +519,7 @@ class Summary:
 
 def generate(out: str | Path, *, scenes: int = 4, frames: int = 30, width: int = 294, height: int = 224,
              seed: int = 0, depth: bool = True, overwrite: bool = False, two_camera: bool = False,
-             progress: Callable[[int, int], None] | None = None) -> Summary:
+             kind: str = "room", progress: Callable[[int, int], None] | None = None) -> Summary:
     """Write ``scenes`` scenes (two bags each, ``frames`` images per bag and camera) under ``out``.
 
     Args:
@@ -465,6 +527,7 @@ def generate(out: str | Path, *, scenes: int = 4, frames: int = 30, width: int =
             replaces the ``scene_NNN`` folders this run writes (and nothing else).
         two_camera: bags of a two-camera rig (:data:`TWO_CAMERAS` topics, see :func:`write_scene`) instead of
             the single ``/camera/*`` stream.
+        kind: ``room`` or ``street`` (:func:`write_scene`).
         progress: called as ``progress(scenes_done, scenes)`` after each scene.
 
     Raises:
@@ -475,6 +538,8 @@ def generate(out: str | Path, *, scenes: int = 4, frames: int = 30, width: int =
                              ("--height", height, 8), ("--seed", seed, 0)):
         if int(value) != value or value < low:
             raise InputError(f"{name}: expected an integer >= {low}, got {value}")
+    if kind not in KINDS:
+        raise InputError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     if width > 4096 or height > 4096:
         raise InputError(f"--width/--height: expected at most 4096 pixels, got {width} x {height}")
     out = Path(out)
@@ -490,7 +555,7 @@ def generate(out: str | Path, *, scenes: int = 4, frames: int = 30, width: int =
     for index in range(scenes):
         if overwrite and (out / f"scene_{index:03d}").exists():
             shutil.rmtree(out / f"scene_{index:03d}")
-        write_scene(out, seed, index, frames, width, height, depth, two_camera)
+        write_scene(out, seed, index, frames, width, height, depth, two_camera, kind)
         if progress is not None:
             progress(index + 1, scenes)
     return Summary(scenes, 2 * scenes, 2 * scenes * frames, time.perf_counter() - start, 2 if two_camera else 1)

@@ -23,6 +23,7 @@ MIP_LEVELS = 5  # texture sides are multiples of 2 ** (MIP_LEVELS - 1)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "immunohistochemistry",
           "hubble_deep_field", "retina", "camera", "moon", "coins", "page", "text")
 _OTHER_AXES = ((1, 2), (0, 2), (0, 1))
+SKY_TILE = 256  # texels of the sky's cloud texture from the horizon to the zenith
 
 
 # -- scenes ----------------------------------------------------------------------------------------------
@@ -43,6 +44,7 @@ class Scene:
     rects: tuple[Rect, ...]  # every visible surface; ``texture`` indexes ``textures``
     textures: tuple[Texture, ...]
     target: tuple[float, float]  # floor point (x, y) both recordings look towards: a box centre
+    sky: int | None = None  # outdoor scenes: seed of the sky that rays hitting nothing see (sky_colour)
 
     def is_free(self, xy: np.ndarray, margin: float = WALL_MARGIN) -> np.ndarray:
         """``[N]`` bool: the ``[N, 2]`` floor points (metres) are ``margin`` away from every wall and box."""
@@ -208,6 +210,24 @@ def _shade(scene: Scene, K: np.ndarray, centre: np.ndarray, rays: np.ndarray, de
     return colour
 
 
+def sky_colour(rays: np.ndarray, seed: int) -> np.ndarray:
+    """``[N, 3]`` float32 RGB of the sky seen along map-frame ``rays [3, N]``: a horizon-to-zenith gradient with
+    clouds from a smooth texture indexed by azimuth and elevation (independent of the camera's position)."""
+    rng = np.random.default_rng(seed)
+    horizon, zenith = rng.uniform(170, 240, 3), rng.uniform([60, 100, 150], [170, 200, 250])
+    clouds = cv2.resize(rng.random((8, 32)).astype(np.float32), (4 * SKY_TILE, SKY_TILE), interpolation=cv2.INTER_CUBIC)
+    cover = rng.uniform(0.0, 0.9)
+    norm = np.linalg.norm(rays, axis=0)
+    elevation = np.arcsin(np.clip(rays[2] / norm, -1, 1))  # radians, > 0 above the horizon
+    azimuth = np.arctan2(rays[1], rays[0])
+    w = np.clip(elevation / (np.pi / 2), 0, 1)[:, None] ** 0.5
+    colour = (1 - w) * horizon + w * zenith
+    u = ((azimuth + np.pi) / (2 * np.pi) * (4 * SKY_TILE - 1)).astype(np.int64)
+    v = (np.clip(elevation, 0, np.pi / 2) / (np.pi / 2) * (SKY_TILE - 1)).astype(np.int64)
+    c = np.clip((clouds[v, u] - (1 - cover)) * 3, 0, 1)[:, None]
+    return ((1 - c) * colour + c * rng.uniform(200, 250)).astype(np.float32)
+
+
 def cast_depth(scene: Scene, K: np.ndarray, T_map_camera: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Exact depth at arbitrary (sub)pixels.
 
@@ -241,6 +261,10 @@ def render(scene: Scene, K: np.ndarray, T_map_camera: np.ndarray, width: int, he
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     rays = _rays(K, T, np.stack([u.ravel(), v.ravel()], axis=1))
     depth, surface = _intersect(scene, T[:3, 3], rays)
-    colour = _shade(scene, K, T[:3, 3], rays, depth, surface) * gain
+    colour = _shade(scene, K, T[:3, 3], rays, depth, surface)
+    if scene.sky is not None:
+        miss = surface < 0
+        colour[miss] = sky_colour(rays[:, miss], scene.sky)
+    colour *= gain
     image = np.clip(colour, 0, 255).astype(np.uint8).reshape(height, width, 3)
     return image, depth.reshape(height, width)
