@@ -107,6 +107,58 @@ def _load_network(args: argparse.Namespace) -> Any:
     return load_default_network()
 
 
+def build_relocalizer(args: argparse.Namespace) -> Any:
+    """The Relocalizer of ``match``, ``eval-pairs`` and ``bag`` (and ``scripts/eval_realdata.py``): the network of
+    :func:`_load_network` with the command line's ``--device``, ``--seed``, ``--precision``, ``--resize`` /
+    ``--max-side``, ``--depth-flip`` and ``--refine``.
+
+    Raises:
+        InputError: a bad device, size or refine mode; CheckpointError: an unreadable network file.
+    """
+    from mickey_ros.pipeline import Relocalizer, refine_mode, resolve_device
+
+    device = resolve_device(args.device)
+    return Relocalizer(_load_network(args), device=device, seed=args.seed, precision=args.precision,
+                       resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
+                       depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"))
+
+
+def run_info(args: argparse.Namespace, reloc: Any) -> dict[str, Any]:
+    """What an evaluation ran, for its JSON: the network, its input size rule, refinement, seed, device, threads.
+
+    Returns:
+        ``checkpoint`` (path, ``"bundled default"``, ``"onnx: PATH"`` or ``"random init"``), ``weights_file``
+        (path or None), ``preset``, ``network_input`` (``{"rule": "resize" | "training size" | "max side" |
+        "as given", "size": [W, H] or None, "max_side": px or None}``; "training size": images of another aspect
+        keep it at that long side), ``refine`` (``--refine``), ``refine_active``, ``depth_flip``, ``seed``,
+        ``device``, ``precision``, ``torch_threads``.
+    """
+    import torch
+
+    if getattr(args, "onnx", None):
+        checkpoint, weights = f"onnx: {args.onnx}", str(args.onnx)
+    elif args.checkpoint:
+        checkpoint, weights = str(args.checkpoint), str(args.checkpoint)
+    elif args.preset:
+        checkpoint, weights = "random init", None
+    else:
+        from mickey_ros.model.default import DEFAULT_WEIGHTS
+
+        checkpoint, weights = "bundled default", str(DEFAULT_WEIGHTS)
+    if reloc.resize is not None:
+        network_input = {"rule": "resize", "size": list(reloc.resize), "max_side": None}
+    elif reloc.fit_size is not None:
+        network_input = {"rule": "training size", "size": list(reloc.fit_size), "max_side": None}
+    elif reloc.max_side is not None:
+        network_input = {"rule": "max side", "size": None, "max_side": reloc.max_side}
+    else:
+        network_input = {"rule": "as given", "size": None, "max_side": None}
+    return {"checkpoint": checkpoint, "weights_file": weights, "preset": getattr(reloc.net, "preset", None),
+            "network_input": network_input, "refine": args.refine, "refine_active": reloc.refine is not None,
+            "depth_flip": bool(args.depth_flip), "seed": args.seed, "device": str(reloc.device),
+            "precision": reloc.precision, "torch_threads": torch.get_num_threads()}
+
+
 def _pose_dict(res: Any) -> dict[str, Any]:
     return {
         "success": bool(res.success),
@@ -127,7 +179,7 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 def _run_match(args: argparse.Namespace) -> Any:
     """The ``match`` job: prints the pose, writes --json / --viz; returns the RelativePose."""
-    from mickey_ros.pipeline import Relocalizer, check_network_size, refine_mode, resolve_device
+    from mickey_ros.pipeline import check_network_size
 
     K0 = _intrinsics(args.intrinsics0, "--intrinsics0")
     K1 = _intrinsics(args.intrinsics1, "--intrinsics1")
@@ -136,11 +188,7 @@ def _run_match(args: argparse.Namespace) -> Any:
     for name, image in (("image0", image0), ("image1", image1)):
         height, width = (args.resize[1], args.resize[0]) if args.resize else image.shape[:2]
         check_network_size(height, width, name)
-    device = resolve_device(args.device)
-    net = _load_network(args)
-    reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
-                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
-                        depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"))
+    reloc = build_relocalizer(args)
     res = reloc.estimate(image0, K0, image1, K1)
     out = _pose_dict(res)
     out.update(image0=str(args.image0), image1=str(args.image1), K0=K0.tolist(), K1=K1.tolist())
@@ -181,22 +229,16 @@ def cmd_eval_pairs(args: argparse.Namespace) -> int:
     check_images(pairs, args.image_dir)
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise InputError(f"--json: folder {Path(args.json).parent} does not exist")
-    from mickey_ros.pipeline import Relocalizer, refine_mode, resolve_device
-
-    device = resolve_device(args.device)
-    reloc = Relocalizer(_load_network(args), device=device, seed=args.seed, precision=args.precision,
-                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
-                        depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"))
+    reloc = build_relocalizer(args)
     result = evaluate_pairs(pairs, args.image_dir, reloc.estimate, viz_dir=args.viz_dir, read=read_image,
                             progress=not args.quiet and sys.stderr.isatty())
     print("\n".join(summary_lines(result["summary"])))
     if args.json:
-        _write_json(args.json, json_safe(result), "--json")
+        _write_json(args.json, json_safe({**result, "run": run_info(args, reloc)}), "--json")
     return EXIT_OK
 
 
 def cmd_bag(args: argparse.Namespace) -> int:
-    from mickey_ros.pipeline import Relocalizer, refine_mode, resolve_device
     from mickey_ros.ros.bag import check_bag, process_bag
 
     topics = {"image0": args.image0, "info0": args.info0, "image1": args.image1, "info1": args.info1}
@@ -204,11 +246,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
         raise InputError(f"--batch: expected a positive number of pairs, got {args.batch}")
     check_bag(args.input, topics, out_path=args.output, overwrite=args.overwrite, slop=args.slop,
               storage=args.storage)  # fail fast: before the network loads, before any output exists
-    device = resolve_device(args.device)
-    net = _load_network(args)
-    reloc = Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
-                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
-                        depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"))
+    reloc = build_relocalizer(args)
     log.info("warm-up inference: %.2f s", reloc.warmup())  # so the first pair's latency is like the others'
     summary = process_bag(args.input, args.output, reloc, topics, prefix=args.prefix, slop=args.slop,
                           storage=args.storage, frame0=args.frame0, frame1=args.frame1, progress=not args.quiet,

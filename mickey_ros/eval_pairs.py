@@ -89,6 +89,31 @@ def parse_pairs(path: str | Path) -> list[PairSpec]:
     return pairs
 
 
+def format_pair_line(name0: str, name1: str, K0: np.ndarray, K1: np.ndarray, T_0to1: np.ndarray,
+                     rot0: int = 0, rot1: int = 0) -> str:
+    """One line of a pair list, the inverse of :func:`parse_pairs` (floats as ``repr``: read back exactly).
+
+    Args:
+        name0, name1: image names relative to the image folder (no whitespace).
+        K0, K1: ``[3, 3]`` intrinsics of the image files, pixels.
+        T_0to1: ``[4, 4]`` ground truth, ``X1 = R X0 + t``, metres.
+        rot0, rot1: EXIF rotations, 0-3 quarter turns.
+
+    Raises:
+        InputError: a name with whitespace (or empty), or K / T of the wrong size.
+    """
+    for what, name in (("name0", name0), ("name1", name1)):
+        if not name or len(str(name).split()) != 1:
+            raise InputError(f"{what}: expected an image name without whitespace, got {name!r}")
+    numbers = []
+    for what, value, size in (("K0", K0, 9), ("K1", K1, 9), ("T_0to1", T_0to1, 16)):
+        flat = np.asarray(value, dtype=np.float64).reshape(-1)
+        if flat.size != size:
+            raise InputError(f"{what}: expected {size} numbers, got {flat.size}")
+        numbers.extend(repr(float(v)) for v in flat)
+    return " ".join([str(name0), str(name1), str(int(rot0)), str(int(rot1)), *numbers])
+
+
 def _parse_line(line: str, number: int, path: Path) -> PairSpec:
     where = f"{path}:{number}"
     fields = line.split()
@@ -217,7 +242,8 @@ def evaluate_pairs(pairs: Sequence[PairSpec], image_dir: str | Path, estimate: E
         ``trans_err_m`` (camera centres), ``t_angle_err_deg``, ``scale_ratio``, ``vcre_px`` (image 1's K and
         size), ``confidence``, ``num_inliers``, ``num_matches``; a failure has infinite errors and a NaN scale
         ratio. The summary is :func:`mickey_ros.geometry.pose_eval.summarize_poses` (with ``identity``) plus
-        ``skipped`` (reason of a pair that raised -> count) and ``no_pose`` (reason -> count).
+        ``skipped`` (reason of a pair that raised -> count) and ``no_pose`` (reason -> count). (``mickey-ros
+        eval-pairs --json`` adds ``run``: what ran, :func:`mickey_ros.cli.run_info`.)
     """
     if read is None:
         from mickey_ros.cli import read_image as read
@@ -323,7 +349,12 @@ def json_safe(value: Any) -> Any:
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
-    """The summary as printed: one line per metric, the estimate beside the identity ("no motion") pose."""
+    """The summary as printed: one line per metric, the estimate beside the identity ("no motion") pose.
+
+    Names as in the JSON's documentation: "camera-centre error" (``median_trans_err_m``), "rotation error",
+    "direction error" (of the translation), "scale ratio" (``|t_est| / |t_gt|``); "within 25 cm / 5 deg" is
+    ``prec_pose_25cm_5deg``, the fraction of all pairs (failures included) with both errors below the thresholds.
+    """
     ident = summary["identity"]
 
     def fmt(value: float, spec: str) -> str:
@@ -335,7 +366,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     for label, key, spec in (("VCRE precision @ 10% diagonal", "prec_vcre_10pct_diag", ".3f"),
                              ("VCRE AUC @ 10% diagonal", "auc_vcre_10pct_diag", ".3f"),
                              ("median VCRE (px)", "median_vcre_px", ".1f"),
-                             ("median translation error (m)", "median_trans_err_m", ".3f"),
+                             ("within 25 cm / 5 deg", "prec_pose_25cm_5deg", ".3f"),
+                             ("median camera-centre error (m)", "median_trans_err_m", ".3f"),
                              ("median rotation error (deg)", "median_rot_err_deg", ".2f"),
                              ("median direction error (deg)", "median_trans_dir_err_deg", ".2f"),
                              ("pose AUC @ 5 deg", "auc_pose_5deg", ".3f"),

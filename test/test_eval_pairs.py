@@ -15,8 +15,8 @@ import pytest
 from conftest import REPO
 from mickey_ros.data.synthetic_scene import demo_cameras, make_textures, render
 from mickey_ros.errors import DatasetError, InputError
-from mickey_ros.eval_pairs import (_Progress, check_images, evaluate_pairs, inplane_rotation, json_safe, parse_pairs,
-                                   rotate_K)
+from mickey_ros.eval_pairs import (_Progress, check_images, evaluate_pairs, format_pair_line, inplane_rotation,
+                                   json_safe, parse_pairs, rotate_K)
 from mickey_ros.geometry.metrics import vcre
 from mickey_ros.geometry.se3 import invert_T, make_T
 from mickey_ros.pipeline import RelativePose
@@ -70,6 +70,21 @@ def test_parse_reads_pairs_and_skips_comments_and_blank_lines(tmp_path):
     np.testing.assert_array_equal(pairs[0].K0, K_A)
     np.testing.assert_array_equal(pairs[0].K1, K_B)
     np.testing.assert_allclose(pairs[0].T_0to1, T, atol=1e-15)
+
+
+def test_format_pair_line_is_read_back_exactly(tmp_path):
+    T = make_T(_rot("x", 1.0 / 3.0), [0.1, -2.0 / 3.0, 1e-7])
+    line = format_pair_line("dir/a.png", "b.png", K_A, K_B, T, rot1=3)
+    assert line == _line("dir/a.png", "b.png", 0, 3, K_A, K_B, T)
+    (tmp_path / "pairs.txt").write_text(line + "\n")
+    (pair,) = parse_pairs(tmp_path / "pairs.txt")
+    assert (pair.name0, pair.name1, pair.rot0, pair.rot1) == ("dir/a.png", "b.png", 0, 3)
+    np.testing.assert_array_equal(pair.T_0to1, T)
+    np.testing.assert_array_equal(pair.K1, K_B)
+    with pytest.raises(InputError, match=r"^name1: expected an image name without whitespace, got 'b c.png'$"):
+        format_pair_line("a.png", "b c.png", K_A, K_B, T)
+    with pytest.raises(InputError, match=r"^T_0to1: expected 16 numbers, got 12$"):
+        format_pair_line("a.png", "b.png", K_A, K_B, T[:3])
 
 
 GOOD = _line("a.png", "b.png", 0, 0, K_A, K_B, np.eye(4)).split()
@@ -364,6 +379,13 @@ def test_cli_end_to_end_with_the_bundled_network(tmp_path, textures):
     assert ident["auc_pose_5deg"] == 0.0
     assert 0.0 < rows[0]["confidence"] <= 1.0 and np.isfinite(rows[0]["vcre_px"])
     assert "no motion" in r.stdout and "VCRE AUC @ 10% diagonal" in r.stdout and "skipped (1):" in r.stdout
+    assert "within 25 cm / 5 deg" in r.stdout and "median camera-centre error (m)" in r.stdout
+    run = data["run"]  # what ran, beside the numbers
+    assert {k: run[k] for k in ("checkpoint", "preset", "refine", "refine_active", "seed", "device")} == {
+        "checkpoint": "bundled default", "preset": "small", "refine": "auto", "refine_active": True, "seed": 0,
+        "device": "cpu"}
+    assert run["network_input"]["rule"] == "training size" and len(run["network_input"]["size"]) == 2
+    assert run["weights_file"].endswith("default_small.pt") and run["torch_threads"] >= 1
     pictures = sorted(p.name for p in viz.iterdir())
     assert pictures == ["0000_im0__im1.png", "0001_im0__im1_turned.png"]  # the broken pair has no images
     assert all(cv2.imread(str(viz / p)) is not None for p in pictures)
