@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,13 +120,14 @@ ASPECT_TOLERANCE = 0.05  # an image whose W/H is within 5 % of the training size
 def training_size_target(width: int, height: int, input_size: tuple[int, int]) -> tuple[int, int] | None:
     """``(W, H)`` that brings a ``width x height`` image to a network's training input ``input_size`` (W, H
     pixels), up or down: exactly ``input_size`` when the aspect ratios agree within :data:`ASPECT_TOLERANCE`
-    (as the trainer's ``data.resize`` did; K is rescaled per axis), else the long side of ``input_size`` with the
-    image's aspect kept. None when the image already has that size."""
+    (as the trainer's ``data.resize`` did; K is rescaled per axis), else the training input's pixel count with the
+    image's aspect kept: a 3.3:1 KITTI frame reaches a 420x322 network as 669x202, not as 420x127, whose few patch
+    rows cost it most of its rotation accuracy. None when the image already has that size."""
     train_w, train_h = int(input_size[0]), int(input_size[1])
     if abs((width / height) / (train_w / train_h) - 1.0) <= ASPECT_TOLERANCE:
         target = (train_w, train_h)
     else:
-        scale = max(train_w, train_h) / max(width, height)
+        scale = math.sqrt(train_w * train_h / (width * height))
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
     return None if target == (width, height) else target
 

@@ -386,8 +386,9 @@ def test_default_size_follows_the_network():
 @pytest.mark.parametrize("size, expected", [
     ((294, 224), (364, 280)),  # the generator's images: upscaled to exactly the training size (aspect within 1 %)
     ((640, 480), (364, 280)),  # 4:3, 2.5 % off the training aspect: exactly the training size, K rescaled per axis
-    ((1280, 720), (364, 205)),  # 16:9 is 37 % off: the long side, aspect kept (no squash)
-    ((480, 640), (273, 364)),  # portrait: the long side
+    ((1280, 720), (426, 239)),  # 16:9 is 37 % off: the training pixel count, aspect kept (no squash)
+    ((480, 640), (276, 369)),  # portrait: the same pixel count
+    ((1226, 370), (581, 175)),  # KITTI, 3.3:1: as many pixels as training, not a 364-px wide strip
     ((100, 76), (364, 280)),  # small images are brought up too
     ((364, 280), None),  # already there
 ])
