@@ -101,10 +101,11 @@ def _load_network(args: argparse.Namespace) -> Any:
             args.preset,
         )
         return net
-    from mickey_ros.model.default import load_default_network
+    from mickey_ros.model.default import describe_network, load_default_network
 
-    log.info("no --checkpoint given: using the bundled default network (tiny preset trained on synthetic scenes)")
-    return load_default_network()
+    net = load_default_network()
+    log.info("no --checkpoint given: using the bundled default network, %s", describe_network(net))
+    return net
 
 
 def build_relocalizer(args: argparse.Namespace) -> Any:

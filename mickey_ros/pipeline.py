@@ -234,7 +234,8 @@ class Relocalizer:
         refine: the two-view metric bundle adjustment after the solver (:mod:`mickey_ros.geometry.two_view_ba`:
             pixels of the matches as observations, the network's depths as priors with a per-view affine depth
             correction, then matches re-selected by the refined pose). ``"auto"`` (default): on for every network
-            but the ``official`` preset (whose inference stays the official one); True/False; or a
+            but the ``official`` preset (whose inference stays the official one); ``"on"``/``"off"`` (the
+            command line's and the node's words) or True/False; or a
             :class:`RefineConfig`. The result says whether it applied (``refined``, ``refine_reason``).
 
     Images whose K cannot belong to them (field of view outside 1-179 deg, principal point far outside) raise
@@ -291,12 +292,14 @@ class Relocalizer:
         if not isinstance(depth_flip, (bool, np.bool_)):
             raise InputError(f"depth_flip: expected True or False, got {depth_flip!r}")
         self.depth_flip = bool(depth_flip)
-        if isinstance(refine, str) and refine == "auto":
+        if isinstance(refine, str):  # the command line's and the node's words: auto, on, off
+            refine = refine_mode(refine)
+        if isinstance(refine, str):  # "auto"
             refine = getattr(net, "preset", "custom") != "official"
         if isinstance(refine, (bool, np.bool_)):
             refine = RefineConfig() if refine else None
         elif not isinstance(refine, RefineConfig):
-            raise InputError(f"refine: expected 'auto', True, False or a RefineConfig, got {refine!r}")
+            raise InputError(f"refine: expected 'auto', 'on', 'off', True, False or a RefineConfig, got {refine!r}")
         #: the two-view bundle adjustment after the solver (:mod:`mickey_ros.geometry.two_view_ba`), or None
         self.refine: RefineConfig | None = refine
         self.max_side = None if max_side is None else int(max_side)

@@ -96,6 +96,9 @@ def test_match_without_checkpoint_uses_the_bundled_default(caplog, capsys, tmp_p
     out = tmp_path / "pose.json"
     assert main(["match", *_demo_args(), "--device", "cpu", "--json", str(out)]) == 0
     assert "using the bundled default network" in caplog.text and "randomly" not in caplog.text
+    net = load_default_network()  # the log line says what the file says: its preset and training size
+    assert f"default_small.pt: {net.preset} preset, trained at {net.input_size[0]}x{net.input_size[1]}" in caplog.text
+    assert net.preset == "small" and "tiny" not in caplog.text
     data = json.loads(out.read_text())  # the bundled network's pose, as the API gives it on the same pair and seed
     assert {k: data[k] for k in ("T_0to1", "confidence", "num_inliers", "num_matches")} == \
         _api_pose(load_default_network(), demo_pair)

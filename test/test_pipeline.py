@@ -87,8 +87,14 @@ def test_refine_defaults_to_on_except_for_the_official_network(tiny_net, demo_pa
     official_like = build_model("tiny").eval()
     official_like.preset = "official"  # what the official checkpoint loads as (a ViT-L is too big for this test)
     assert Relocalizer(official_like).refine is None and Relocalizer(official_like, refine=True).refine is not None
-    with pytest.raises(InputError, match=r"^refine: expected 'auto', True, False or a RefineConfig, got 'yes'$"):
+    # the API takes the command line's and the node's words too
+    assert Relocalizer(tiny_net, refine="off").refine is None and Relocalizer(tiny_net, refine="on").refine is not None
+    assert Relocalizer(official_like, refine="auto").refine is None
+    with pytest.raises(InputError, match=r"^refine: expected one of auto, on, off, got 'yes'$"):
         Relocalizer(tiny_net, refine="yes")
+    with pytest.raises(InputError, match=r"^refine: expected 'auto', 'on', 'off', True, False or a RefineConfig, "
+                                         r"got 3$"):
+        Relocalizer(tiny_net, refine=3)
     assert (refine_mode("auto"), refine_mode("on"), refine_mode("off")) == ("auto", True, False)
     with pytest.raises(InputError, match=r"^--refine: expected one of auto, on, off, got 'maybe'$"):
         refine_mode("maybe", "--refine")

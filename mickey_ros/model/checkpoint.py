@@ -324,13 +324,14 @@ def load_checkpoint(path: str | Path, backbone_weights: str | Path | None = None
             raise CheckpointError(f"{source}: invalid model config ({_first_line(err)})") from err
         preset = str(data.get("preset", "custom"))
         input_size = _input_size(data.get("input_size"), source)
+        provenance = data.get("provenance") if isinstance(data.get("provenance"), dict) else None
     else:
         if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
             data = data["state_dict"]
         _check_mickey_layout(data, source)
         state = _check_tensors(data, source)
         state = {k.removeprefix(LIGHTNING_PREFIX): v for k, v in state.items()}
-        config, preset, input_size = None, None, None
+        config, preset, input_size, provenance = None, None, None, None
 
     in_file = _backbone_in(state)
     if backbone_weights is not None:
@@ -363,6 +364,7 @@ def load_checkpoint(path: str | Path, backbone_weights: str | Path | None = None
         )
     net = _build_loaded(config, preset or "custom", state, source, map_location)
     net.input_size = input_size
+    net.provenance = provenance
     return net
 
 

@@ -37,3 +37,11 @@ def load_default_network() -> MicKey:
     if net.input_size is None:
         net.input_size = TRAINED_SIZE
     return net
+
+
+def describe_network(net: MicKey, path: Path = DEFAULT_WEIGHTS) -> str:
+    """One line on a loaded network from its file's own metadata: ``<file>: <preset> preset, trained at WxH
+    (<the provenance note>)``."""
+    size = "size not recorded" if net.input_size is None else f"trained at {net.input_size[0]}x{net.input_size[1]}"
+    note = (net.provenance or {}).get("note")
+    return f"{path.name}: {net.preset} preset, {size}" + (f" ({note})" if note else "")
