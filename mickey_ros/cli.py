@@ -24,7 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mickey_ros.errors import ImageError, InputError, MickeyError
+from mickey_ros.errors import InputError, MickeyError
+from mickey_ros.image_bytes import read_image
 
 EXIT_OK, EXIT_NO_POSE, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 log = logging.getLogger("mickey_ros.cli")
@@ -39,35 +40,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- image / intrinsics input ------------------------------------------------------------------------
-def read_image(path: str | Path, name: str) -> np.ndarray:
-    """Read an image file as uint8 ``[H, W, 3]`` RGB.
-
-    Raises:
-        ImageError: the file does not exist, is a directory, or cannot be decoded as an image (nothing else is
-            written to stderr: OpenCV's and libpng's own messages are kept out).
-    """
-    import cv2
-
-    from mickey_ros.image_bytes import imdecode_quiet, png_problem
-
-    p = Path(path)
-    if p.is_dir():
-        raise ImageError(f"{name}: {p} is a directory, not an image file")
-    if not p.is_file():
-        raise ImageError(f"{name}: file not found: {p}")
-    try:
-        data = np.fromfile(p, dtype=np.uint8)
-    except OSError as err:
-        raise ImageError(f"{name}: cannot read {p}: {err.strerror}") from err
-    problem = png_problem(data)
-    if problem:
-        raise ImageError(f"{name}: cannot decode {p} as an image: {problem}")
-    bgr = imdecode_quiet(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageError(f"{name}: cannot decode {p} as an image (expected PNG, JPEG or another format OpenCV reads)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
 def _intrinsics(values: Sequence[str], name: str) -> np.ndarray:
     from mickey_ros.geometry.camera import intrinsics_from_values
 

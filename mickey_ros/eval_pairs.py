@@ -246,7 +246,7 @@ def evaluate_pairs(pairs: Sequence[PairSpec], image_dir: str | Path, estimate: E
         eval-pairs --json`` adds ``run``: what ran, :func:`mickey_ros.cli.run_info`.)
     """
     if read is None:
-        from mickey_ros.cli import read_image as read
+        from mickey_ros.image_bytes import read_image as read
     root = Path(image_dir)
     viz = Path(viz_dir) if viz_dir is not None else None
     if viz is not None:

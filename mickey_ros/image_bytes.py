@@ -1,4 +1,5 @@
-"""Encoded image bytes (PNG, JPEG, ...) -> pixels through OpenCV, without OpenCV or libpng writing to stderr.
+"""Encoded image bytes (PNG, JPEG, ...) -> pixels through OpenCV, without OpenCV or libpng writing to stderr, and
+:func:`read_image` for image files (the command line, eval-pairs, the node's reference image).
 
 A damaged file must give the caller's one-line error and nothing else. OpenCV logs its decoder failures itself
 (``[ WARN:0@...] global grfmt_png.cpp ...``): :func:`imdecode_quiet` silences OpenCV's logging for the decode.
@@ -10,9 +11,12 @@ from __future__ import annotations
 import threading
 import zlib
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from mickey_ros.errors import ImageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -102,3 +106,30 @@ def imdecode_quiet(data: np.ndarray, flags: int) -> np.ndarray | None:
         return None
     with opencv_silenced():
         return cv2.imdecode(data, flags)
+
+
+def read_image(path: str | Path, name: str) -> np.ndarray:
+    """Read an image file as uint8 ``[H, W, 3]`` RGB.
+
+    Raises:
+        ImageError: the file does not exist, is a directory, or cannot be decoded as an image (nothing else is
+            written to stderr: OpenCV's and libpng's own messages are kept out).
+    """
+    import cv2
+
+    p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"{name}: {p} is a directory, not an image file")
+    if not p.is_file():
+        raise ImageError(f"{name}: file not found: {p}")
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except OSError as err:
+        raise ImageError(f"{name}: cannot read {p}: {err.strerror}") from err
+    problem = png_problem(data)
+    if problem:
+        raise ImageError(f"{name}: cannot decode {p} as an image: {problem}")
+    bgr = imdecode_quiet(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageError(f"{name}: cannot decode {p} as an image (expected PNG, JPEG or another format OpenCV reads)")
+    return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -16,7 +16,6 @@ a bad argument or a missing real-data folder.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from mickey_ros import cli  # noqa: E402
 from mickey_ros.errors import InputError, MickeyError  # noqa: E402
+from mickey_ros.image_bytes import read_image  # noqa: E402
 
 PROG = "eval_realdata"
 DEFAULT_REALDATA = REPO.parent / "shared" / "realdata"
@@ -93,7 +93,7 @@ def evaluate_set(converted: Any, reloc: Any, max_pairs: int | None, progress: bo
         return reloc.estimate(image0, K0, image1, K1)
 
     start = time.perf_counter()
-    result = evaluate_pairs(pairs, converted.image_dir, estimate, read=cli.read_image, progress=progress)
+    result = evaluate_pairs(pairs, converted.image_dir, estimate, read=read_image, progress=progress)
     return {"num_pairs": len(pairs), "notes": list(converted.notes), "image_dir": str(converted.image_dir),
             "network_input": dict(sizes), "seconds": round(time.perf_counter() - start, 1), **result}
 

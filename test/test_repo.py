@@ -38,6 +38,26 @@ def test_core_modules_do_not_import_rclpy_or_training():
     assert out.stdout.strip() == ""
 
 
+def test_no_library_module_imports_the_command_line():
+    """The command line sits on top of the library: no module of the package imports ``mickey_ros.cli`` (anywhere,
+    functions included), so the package has no import circle through it."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "mickey_ros").rglob("*.py")):
+        if path.name == "cli.py" and path.parent.name == "mickey_ros":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            if "mickey_ros.cli" in names:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
+
+
 def test_ros_package_imports_nothing():
     out = subprocess.run(
         [sys.executable, "-c", "import sys, mickey_ros.ros; print(sorted(m for m in sys.modules if m.startswith('torch')))"],

@@ -84,13 +84,13 @@ def reference_pose_matrix(pose: list[float]) -> np.ndarray:
 
 
 def read_image_file(path: str, name: str = "reference_image") -> np.ndarray:
-    """uint8 ``[H, W, 3]`` RGB of an image file (PNG, JPEG, ... anything OpenCV decodes): ``mickey_ros.cli.read_image``
+    """uint8 ``[H, W, 3]`` RGB of an image file (PNG, JPEG, ... anything OpenCV decodes): ``mickey_ros.image_bytes.read_image``
     with the node's parameter errors.
 
     Raises:
         ParameterError: missing or undecodable file.
     """
-    from mickey_ros.cli import read_image
+    from mickey_ros.image_bytes import read_image
 
     if not Path(path).is_file():
         raise ParameterError(f"{name}: expected an existing image file, got {path!r} (not found)")
