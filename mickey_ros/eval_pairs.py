@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 from mickey_ros.errors import DatasetError, InputError, IntrinsicsError, describe_error
 from mickey_ros.geometry.camera import check_intrinsics
 from mickey_ros.geometry.pose_eval import pair_errors, summarize_poses
+from mickey_ros.progress import ProgressLine
 
 LINE_FORMAT = "name0 name1 rot0 rot1 K0(9) K1(9) T_0to1(16)"
 NUM_FIELDS = 38
@@ -203,20 +203,19 @@ def inplane_rotation(rot: int) -> np.ndarray:
 
 # -- running -------------------------------------------------------------------------------------------------------
 class _Progress:
-    """``mickey-ros eval-pairs [#####.....]  50% 2/4 pairs`` on stderr, ``\\r``-updated; silent when disabled."""
+    """``mickey-ros eval-pairs [#####.....]  50% 2/4 pairs`` on stderr, ``\\r``-updated, below any log line
+    (:class:`~mickey_ros.progress.ProgressLine`); silent when disabled."""
 
     def __init__(self, enabled: bool, total: int, width: int = 30) -> None:
-        self.enabled, self.total, self.width = enabled, total, width
+        self.line, self.total, self.width = ProgressLine(enabled), total, width
 
     def show(self, done: int) -> None:
-        if not self.enabled:
-            return
         frac = done / self.total if self.total else 1.0
         filled = int(round(frac * self.width))
-        print(f"\rmickey-ros eval-pairs [{'#' * filled}{'.' * (self.width - filled)}] {100 * frac:3.0f}% "
-              f"{done}/{self.total} pairs", end="", file=sys.stderr, flush=True)
+        self.line.show(f"mickey-ros eval-pairs [{'#' * filled}{'.' * (self.width - filled)}] {100 * frac:3.0f}% "
+                       f"{done}/{self.total} pairs")
         if done == self.total:
-            print(file=sys.stderr, flush=True)
+            self.line.end()
 
 
 def _slug(name: str) -> str:

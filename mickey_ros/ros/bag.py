@@ -20,7 +20,6 @@ what was processed stays readable.
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import traceback
 from contextlib import contextmanager, suppress
@@ -31,6 +30,7 @@ import numpy as np
 
 from mickey_ros import deps
 from mickey_ros.errors import InputError
+from mickey_ros.progress import ProgressLine
 from mickey_ros.ros import builders
 from mickey_ros.ros.bag_plan import (BagSummary, Plan, Skip, describe, first_line, no_pairs_reason, plan_pairs,
                                      read_index, read_messages, valid_stamp)
@@ -91,7 +91,7 @@ def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: d
     register_in_typestore(ts)
     types = builders.MessageTypes.from_typestore(ts)
     summary = BagSummary()
-    bar = _Progress(progress)
+    bar = ProgressLine(progress)
     with _StopOnSignal() as stop:
         try:
             reader = _open_reader(in_path, ts)
@@ -128,23 +128,6 @@ def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: d
         finally:
             bar.end()
     return summary
-
-
-class _Progress:
-    """The ``\r``-updated progress line on stderr (silent when disabled); ``end`` closes an open line."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self._open = enabled, False
-
-    def show(self, text: str) -> None:
-        if self.enabled:
-            print(f"\r{text}", end="", file=sys.stderr, flush=True)
-            self._open = True
-
-    def end(self) -> None:
-        if self._open:
-            print(file=sys.stderr, flush=True)
-            self._open = False
 
 
 def progress_bar(done: int, total: int, width: int = 30) -> str:
@@ -257,7 +240,7 @@ def _remove_old_output(out_path: Path) -> None:
 # -- pass 2: processing -------------------------------------------------------------------------------------------
 def _run_pairs(reader: Any, in_path: Path, conns: dict[str, list[Any]], plan: Plan, reloc: Any, out: _Outputs,
                types: builders.MessageTypes, summary: BagSummary, stop: _StopOnSignal, *,
-               frames: tuple[str | None, str | None], bar: _Progress, debug: bool, batch_size: int = 1) -> None:
+               frames: tuple[str | None, str | None], bar: ProgressLine, debug: bool, batch_size: int = 1) -> None:
     cam_of = {id(conn): stream[-1] for stream in ("image0", "image1") for conn in conns[stream]}
     batch: list[SyncedPair] = []
     image_conns = [conn for stream in ("image0", "image1") for conn in conns[stream]]
