@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `training` and `mickey_ros` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(cfg["train"]["run_dir"])
         train_ds = build_dataset(cfg, "train", run_dir)
         val_ds = build_dataset(cfg, "val", run_dir)
+        if rank == 0:
+            print(plan_lines(cfg, trainer, train_ds, val_ds), flush=True)
         result = trainer.fit(train_ds, val_ds)
     except MickeyError as err:
         print(f"train.py: error: {err}", file=sys.stderr)
@@ -60,6 +63,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.py: step {result['step']}, epoch {result['epoch']}"
               f"{' (interrupted; checkpoint written)' if result['interrupted'] else ''}")
     return 130 if result["interrupted"] else 0
+
+
+def plan_lines(cfg: dict, trainer: Any, train_ds: Any, val_ds: Any) -> str:
+    """What the run found and what it will do, before its first step (data, network, steps, where it writes)."""
+    from training.data.build import describe_dataset
+
+    m, t, d = cfg["model"], cfg["train"], cfg["data"]
+    start = f"warm-started from {m['checkpoint']}" if m["checkpoint"] else "from scratch"
+    steps = f"until step {t['max_steps']}" if t["max_steps"] else f"{t['epochs']} epochs"
+    size = "images as they are" if d["resize"] is None else f"images resized to {d['resize'][0]}x{d['resize'][1]}"
+    return "\n".join([
+        f"train.py: {describe_dataset(train_ds, 'train')}",
+        f"train.py: {describe_dataset(val_ds, 'val')}",
+        f"train.py: network {m['preset']} {start}, at step {trainer.step}; {size}; batch {t['batch_size']}, "
+        f"{steps}; writing to {t['run_dir']}",
+    ])
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -239,6 +240,12 @@ def test_kill_and_resume_continues_exactly(bags, tmp_path):
     run_a = tmp_path / "straight"
     straight = _run(["training/train.py", *_overrides(bags, run_a, f"train.max_steps={k + more}")])
     assert straight.returncode == 0, straight.stderr[-2000:]
+    # before the first step, what the run found and what it will do
+    assert re.search(r"train\.py: train: \d+ recordings in \d+ places, \d+ images, \d+ pairs \(baseline "
+                     r"[\d.]+-[\d.]+ m, view angle <= \d+ deg\)", straight.stdout), straight.stdout
+    assert "train.py: val: none" in straight.stdout
+    assert "from scratch, at step 0;" in straight.stdout and f"until step {k + more};" in straight.stdout
+    assert f"at step {k};" in resumed.stdout
     a, b = _losses(run_a), _losses(run_b)
     assert [a[s] for s in range(1, k + more + 1)] == [b[s] for s in range(1, k + more + 1)]  # bit-identical losses
     assert (run_a / "config.yaml").exists() and list((run_a / "tb").glob("events.out.tfevents.*"))

@@ -121,3 +121,17 @@ def build_dataset(cfg: dict, split: str, run_dir: Path) -> Dataset | None:
     places = {bag: place for bag, (place, _) in zip(bags, ids)}
     pairs = make_pairs(index, base, place_pair_configs(d, split, bags_by_folder, places, base))
     return BagPairDataset(index, pairs, resize=d["resize"], depth_topic=d["depth_topic"] or None)
+
+
+def describe_dataset(ds: Dataset | None, split: str) -> str:
+    """One line on what a split holds, printed before training starts: recordings, places, images and pairs (bags;
+    with the baseline and angle range of the pairs), or scenes and pairs (Map-free); ``none`` for no dataset."""
+    if ds is None:
+        return f"{split}: none"
+    index, pairs = getattr(ds, "index", None), getattr(ds, "pairs", None)
+    if index is not None and pairs:
+        base = [p.baseline_m for p in pairs]
+        angle = [p.angle_deg for p in pairs]
+        return (f"{split}: {len(index.recordings())} recordings in {len(index.places())} places, {len(index)} images, "
+                f"{len(pairs)} pairs (baseline {min(base):.2f}-{max(base):.2f} m, view angle <= {max(angle):.0f} deg)")
+    return f"{split}: {len(set(ds.scene_ids))} scenes, {len(ds)} pairs"
