@@ -83,17 +83,20 @@ def _load_network(args: argparse.Namespace) -> Any:
 def build_relocalizer(args: argparse.Namespace) -> Any:
     """The Relocalizer of ``match``, ``eval-pairs`` and ``bag`` (and ``scripts/eval_realdata.py``): the network of
     :func:`_load_network` with the command line's ``--device``, ``--seed``, ``--precision``, ``--resize`` /
-    ``--max-side``, ``--depth-flip`` and ``--refine``.
+    ``--max-side``, ``--depth-flip``, ``--refine`` and ``--min-confidence``.
 
     Raises:
-        InputError: a bad device, size or refine mode; CheckpointError: an unreadable network file.
+        InputError: a bad device, size, refine mode or confidence; CheckpointError: an unreadable network file.
     """
-    from mickey_ros.pipeline import Relocalizer, refine_mode, resolve_device
+    from mickey_ros.pipeline import Relocalizer, min_confidence_value, refine_mode, resolve_device
 
     device = resolve_device(args.device)
-    return Relocalizer(_load_network(args), device=device, seed=args.seed, precision=args.precision,
+    net = _load_network(args)
+    min_confidence = min_confidence_value(args.min_confidence, getattr(net, "preset", "custom"), "--min-confidence")
+    return Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
-                       depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"))
+                       depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"),
+                       min_confidence=min_confidence)
 
 
 def run_info(args: argparse.Namespace, reloc: Any) -> dict[str, Any]:
@@ -103,8 +106,8 @@ def run_info(args: argparse.Namespace, reloc: Any) -> dict[str, Any]:
         ``checkpoint`` (path, ``"bundled default"``, ``"onnx: PATH"`` or ``"random init"``), ``weights_file``
         (path or None), ``preset``, ``network_input`` (``{"rule": "resize" | "training size" | "max side" |
         "as given", "size": [W, H] or None, "max_side": px or None}``; "training size": images of another aspect
-        keep it at that long side), ``refine`` (``--refine``), ``refine_active``, ``depth_flip``, ``seed``,
-        ``device``, ``precision``, ``torch_threads``.
+        keep the training pixel count), ``refine`` (``--refine``), ``refine_active``, ``min_confidence`` (the
+        threshold in force), ``depth_flip``, ``seed``, ``device``, ``precision``, ``torch_threads``.
     """
     import torch
 
@@ -128,7 +131,7 @@ def run_info(args: argparse.Namespace, reloc: Any) -> dict[str, Any]:
         network_input = {"rule": "as given", "size": None, "max_side": None}
     return {"checkpoint": checkpoint, "weights_file": weights, "preset": getattr(reloc.net, "preset", None),
             "network_input": network_input, "refine": args.refine, "refine_active": reloc.refine is not None,
-            "depth_flip": bool(args.depth_flip), "seed": args.seed, "device": str(reloc.device),
+            "min_confidence": reloc.min_confidence, "depth_flip": bool(args.depth_flip), "seed": args.seed, "device": str(reloc.device),
             "precision": reloc.precision, "torch_threads": torch.get_num_threads()}
 
 
@@ -324,6 +327,9 @@ def _network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", default="auto", choices=("auto", "on", "off"),
                    help="two-view bundle adjustment of the solver's pose (pixels + depth priors); auto: on for "
                         "every network but the official one (default: auto)")
+    p.add_argument("--min-confidence", default="auto", metavar="auto|C",
+                   help="no pose below this confidence (out of the network's domain): auto = the value calibrated "
+                        "for the bundled network, 0 for the official one; 0 keeps every pose (default: auto)")
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:

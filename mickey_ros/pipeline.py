@@ -111,6 +111,11 @@ MIN_PATCHES = 3  # the network needs at least 3x3 patches of 14 px
 # the held-out pairs (120, seed 15000) need 0.20. Stage 8 refined needed 0.18 (0.34 with refine=False), stage 6 0.57.
 # Other networks: calibrate with evaluate.py and pass covariance_scale.
 DEFAULT_COVARIANCE_SCALE = 0.26
+# Out-of-domain rule: a pose whose confidence (solver soft inliers / sampled matches) is below this is not returned
+# (success=False with the reason). Calibrated for the bundled network (see training/checkpoints/README.md,
+# "Knowing when not to answer"); other networks: min_confidence="auto" is 0 for the official preset (its inference
+# stays as published), this value otherwise; pass a number to choose.
+DEFAULT_MIN_CONFIDENCE = 0.045
 DEFAULT_MAX_SIDE = 720  # px: long side of the official test size (720 x 540), the budget for DINOv2 backbones
 WARMUP_SIZE = (294, 224)  # (W, H) px of warmup()'s synthetic pair when neither resize nor the training size is known
 MIN_IMAGE_STD = 1.0 / 255.0  # an image whose pixel standard deviation is below one grey level has nothing to match
@@ -160,6 +165,24 @@ def refine_mode(mode: str, name: str = "refine") -> bool | str:
     if mode not in REFINE_MODES:
         raise InputError(f"{name}: expected one of {', '.join(REFINE_MODES)}, got {mode!r}")
     return "auto" if mode == "auto" else mode == "on"
+
+
+def min_confidence_value(value: float | str, preset: str, name: str = "min_confidence") -> float:
+    """``"auto"`` (:data:`DEFAULT_MIN_CONFIDENCE`, 0 for the ``official`` preset), or a number in [0, 1] (also as
+    text, as a command line or a ROS parameter gives it) -> the threshold.
+
+    Raises:
+        InputError: anything else (the message names ``name``).
+    """
+    if value == "auto":
+        return 0.0 if preset == "official" else DEFAULT_MIN_CONFIDENCE
+    try:
+        number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not 0.0 <= number <= 1.0:
+        raise InputError(f"{name}: expected 'auto' or a confidence in [0, 1] (0 = keep every pose), got {value!r}")
+    return number
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -237,6 +260,10 @@ class Relocalizer:
             but the ``official`` preset (whose inference stays the official one); ``"on"``/``"off"`` (the
             command line's and the node's words) or True/False; or a
             :class:`RefineConfig`. The result says whether it applied (``refined``, ``refine_reason``).
+        min_confidence: the out-of-domain rule: a pose whose confidence is below it gives ``success=False`` with
+            the confidence in the reason (and in ``confidence``), not a pose. ``"auto"`` (default):
+            :data:`DEFAULT_MIN_CONFIDENCE`, calibrated for the bundled network, and 0 for the official preset; or a
+            number in [0, 1] (0 keeps every pose).
 
     Images whose K cannot belong to them (field of view outside 1-179 deg, principal point far outside) raise
     ``IntrinsicsError``; a near-constant image or non-finite network outputs give ``success=False`` with the
@@ -257,6 +284,7 @@ class Relocalizer:
         covariance_scale: float = DEFAULT_COVARIANCE_SCALE,
         depth_flip: bool = False,
         refine: bool | str | RefineConfig = "auto",
+        min_confidence: float | str = "auto",
     ) -> None:
         if backend not in BACKENDS:
             raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -302,6 +330,8 @@ class Relocalizer:
             raise InputError(f"refine: expected 'auto', 'on', 'off', True, False or a RefineConfig, got {refine!r}")
         #: the two-view bundle adjustment after the solver (:mod:`mickey_ros.geometry.two_view_ba`), or None
         self.refine: RefineConfig | None = refine
+        #: poses with a lower confidence are refused (success=False): the out-of-domain rule
+        self.min_confidence = min_confidence_value(min_confidence, getattr(net, "preset", "custom"))
         self.max_side = None if max_side is None else int(max_side)
         self._budget_logged: set[tuple[int, int]] = set()
         self.device = resolve_device(device)
@@ -581,6 +611,12 @@ class Relocalizer:
         )
         if not est.success:
             return RelativePose(success=False, reason=est.reason, T_0to1=np.eye(4), **maps)
+        if est.confidence < self.min_confidence:  # out of domain: no refinement, no pose
+            return RelativePose(
+                success=False, reason=f"confidence {est.confidence:.3f} below min_confidence {self.min_confidence:g}: "
+                "the matches do not agree on one metric pose (a scene unlike the network's training data?)",
+                T_0to1=np.eye(4), confidence=float(est.confidence), soft_inliers=float(est.soft_inliers),
+                num_inliers=int(est.num_inliers), num_matches=int(est.num_matches), **maps)
         idx0, idx1 = est.idx0.to(self.device), est.idx1.to(self.device)
         kpts3d0, kpts3d1 = pts0[idx0].cpu().numpy(), pts1[idx1].cpu().numpy()
         R, t, inliers_t, refine_reason = est.R, est.t, est.inliers, "not asked for"

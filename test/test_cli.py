@@ -120,6 +120,21 @@ def test_match_refine_off_gives_the_solver_pose_and_bad_values_are_refused(tmp_p
     assert "\n" not in err and all(choice in err for choice in ("auto", "on", "off"))
 
 
+def test_match_min_confidence_refuses_the_pose_with_exit_1_and_bad_values_are_one_line(tmp_path, capsys):
+    out = tmp_path / "pose.json"
+    assert main(["match", *_demo_args(), "--device", "cpu", "--json", str(out)]) == 0
+    confidence = json.loads(out.read_text())["confidence"]
+    capsys.readouterr()
+    high = f"{min(1.0, confidence + 0.01):.4f}"
+    assert main(["match", *_demo_args(), "--device", "cpu", "--min-confidence", high, "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"below min_confidence {float(high):g}" in captured.out + captured.err
+    assert main(["match", *_demo_args(), "--min-confidence", "high"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("mickey-ros: error: --min-confidence: expected 'auto' or a confidence in [0, 1] (0 = keep every "
+                   "pose), got 'high'")
+
+
 def test_match_depth_flip_gives_the_api_depth_flip_pose(tmp_path, demo_pair):
     from mickey_ros.model.default import load_default_network
 

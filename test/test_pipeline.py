@@ -471,3 +471,27 @@ def test_refinement_on_cuda_matches_the_cpu(demo_pair):
     assert cpu.refined and gpu.refined and isinstance(gpu.T_0to1, np.ndarray)
     centre, rot = pose_errors(gpu.T_0to1, cpu.T_0to1)
     assert centre < 0.02 and rot < 0.3, (centre, rot)
+
+
+def test_min_confidence_refuses_a_pose_below_it_with_the_reason(tiny_net, demo_pair):
+    from mickey_ros.pipeline import DEFAULT_MIN_CONFIDENCE, min_confidence_value
+    from mickey_ros.model import build_model
+
+    kept = Relocalizer(tiny_net, seed=0, min_confidence=0.0).estimate(*demo_pair)
+    assert kept.success and 0 < kept.confidence < 1
+    refused = Relocalizer(tiny_net, seed=0, min_confidence=min(1.0, kept.confidence + 1e-6)).estimate(*demo_pair)
+    assert not refused.success and np.array_equal(refused.T_0to1, np.eye(4))
+    assert refused.confidence == kept.confidence and refused.num_matches == kept.num_matches
+    assert refused.reason.startswith(f"confidence {kept.confidence:.3f} below min_confidence")
+    at = Relocalizer(tiny_net, seed=0, min_confidence=kept.confidence).estimate(*demo_pair)  # at the threshold: kept
+    assert at.success and np.array_equal(at.T_0to1, kept.T_0to1)
+    # auto: calibrated for the project's networks, off for the official one (its inference stays as published)
+    assert Relocalizer(tiny_net).min_confidence == DEFAULT_MIN_CONFIDENCE > 0
+    official_like = build_model("tiny").eval()
+    official_like.preset = "official"
+    assert Relocalizer(official_like).min_confidence == 0.0
+    assert min_confidence_value("0.2", "small") == 0.2  # text, as a command line gives it
+    for bad in ("high", 1.5, -0.1, True, None):
+        with pytest.raises(InputError, match=r"^min_confidence: expected 'auto' or a confidence in \[0, 1\] \(0 = "
+                                             r"keep every pose\), got "):
+            Relocalizer(tiny_net, min_confidence=bad)

@@ -141,7 +141,7 @@ def depth_diagnostics(reloc: Any, item: dict[str, Any]) -> tuple[list[dict[str, 
 
 def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0, max_pairs: int | None = None,
                      indices: list[int] | None = None, batch: int = 1, depth_flip: bool = False,
-                     max_side: int | str | None = "auto", refine: Any = "auto",
+                     max_side: int | str | None = "auto", refine: Any = "auto", min_confidence: Any = "auto",
                      ) -> tuple[dict[str, Any], dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]]]:
     """Run the Relocalizer on the dataset's pairs (``indices``, else the first ``max_pairs``) and score them as
     Map-free does. Items with sensor depth (``depth0``/``depth1``) add, over images, ``depth_ratio_median``,
@@ -160,7 +160,8 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     the Relocalizer's option of that name (depth averaged with the mirrored image's; the depth diagnostics use the
     same depth). ``max_side``: the Relocalizer's size budget (``"auto"``: the network's training size; None: the
     dataset's images as they are, what ``--resize`` asks for). ``refine``: the Relocalizer's option of that name
-    (the two-view bundle adjustment; the depth diagnostics' poses stay the solver's). ``metrics["covariance"]``:
+    (the two-view bundle adjustment; the depth diagnostics' poses stay the solver's). ``min_confidence``: its
+    out-of-domain rule (a refused pair is a failure; 0 scores every pose). ``metrics["covariance"]``:
     the calibration of the poses' covariance over the successful pairs (:func:`mickey_ros.geometry.covariance.nees_summary`: mean NEES, 6
     when consistent; fraction inside the 95 % bound; the factor on ``covariance_scale`` that would make the mean 6
     or the median right).
@@ -176,7 +177,8 @@ def evaluate_dataset(net: Any, dataset: Any, device: Any = "cpu", seed: int = 0,
     """
     from mickey_ros.pipeline import Relocalizer
 
-    reloc = Relocalizer(net, device=device, seed=seed, depth_flip=depth_flip, max_side=max_side, refine=refine)
+    reloc = Relocalizer(net, device=device, seed=seed, depth_flip=depth_flip, max_side=max_side, refine=refine,
+                        min_confidence=min_confidence)
     per_scene: dict[str, dict[str, list[float]]] = {}
     estimates: dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]] = {}
     failures = 0
@@ -318,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refine", default="auto", choices=("auto", "on", "off"),
                         help="the Relocalizer's two-view bundle adjustment (auto: on for every network but the "
                              "official one)")
+    parser.add_argument("--min-confidence", default="auto", metavar="auto|C",
+                        help="the Relocalizer's out-of-domain rule: no pose below this confidence (a failure); "
+                             "auto: as shipped, 0: score every pose")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override, e.g. --set data.max_angle_deg=30 (repeatable)")
     args = parser.parse_args(argv)
@@ -333,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from mickey_ros.mapfree import evaluate_submission
     from mickey_ros.model import load_checkpoint
-    from mickey_ros.pipeline import refine_mode, resolve_device
+    from mickey_ros.pipeline import min_confidence_value, refine_mode, resolve_device
     from training import config as config_mod
     from training.data.build import build_dataset
 
@@ -359,7 +364,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics, estimates = evaluate_dataset(net, dataset, resolve_device(args.device), args.seed, args.max_pairs,
                                           indices, batch=args.batch, depth_flip=args.depth_flip,
                                           max_side=None if args.resize else "auto",
-                                          refine=refine_mode(args.refine, "--refine"))
+                                          refine=refine_mode(args.refine, "--refine"),
+                                          min_confidence=min_confidence_value(args.min_confidence,
+                                                                              getattr(net, "preset", "custom"),
+                                                                              "--min-confidence"))
     write_submission(out / "submission.zip", estimates)
     if args.kind == "mapfree" and args.max_pairs is None and indices is None:  # the benchmark's own scoring of the zip
         kept = ("identity", "skipped", "covariance")

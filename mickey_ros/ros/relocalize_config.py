@@ -28,6 +28,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "depth_flip": (False, "average each image's depth with its mirror image's (twice the network time)"),
     "refine": ("auto", "two-view bundle adjustment of the solver's pose: auto (on for every network but the "
                        "official one), on, off"),
+    "min_confidence": (-1.0, "no pose below this confidence (out of the network's domain; a diagnostic instead): "
+                             "negative = auto (the value calibrated for the bundled network, 0 for the official "
+                             "one), 0 = keep every pose"),
     "seed": (0, "solver seed"),
     "covariance_scale": (DEFAULT_COVARIANCE_SCALE, "factor on the propagated pose covariance (calibrated for the "
                                                    "bundled network; training/evaluate.py reports another one's)"),
@@ -66,7 +69,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "reference_pose": (list(IDENTITY_POSE), "T_map_ref, the reference camera's optical frame in reference_pose_frame: "
                                             "[x, y, z, qx, qy, qz, qw] (m, ROS quaternion order)"),
 }
-RANGES = {"covariance_scale": (1e-6, 1e9), "slop": (0.0, 10.0), "max_age": (0.0, 3600.0), "max_rate": (0.0, 1000.0), "request_timeout_s": (0.01, 3600.0),
+RANGES = {"min_confidence": (-1.0, 1.0), "covariance_scale": (1e-6, 1e9), "slop": (0.0, 10.0), "max_age": (0.0, 3600.0), "max_rate": (0.0, 1000.0), "request_timeout_s": (0.01, 3600.0),
           **{f"reference_{k}": (0.0, 1e6) for k in ("fx", "fy", "cx", "cy")}}
 INT_RANGES = {"seed": (0, 2**31 - 1)}
 RELIABILITIES = ("best_effort", "reliable")
@@ -123,7 +126,8 @@ RULES = ParameterRules(
     choices={"reliability": RELIABILITIES, "tf_mode": builders.TF_MODES, "precision": PRECISIONS,
              "preset": tuple(PRESETS), "mode": MODES,
              "refine": REFINE_MODES},
-    read_only=frozenset({"checkpoint", "backbone_weights", "preset", "device", "precision", "refine", "reliability",
+    read_only=frozenset({"checkpoint", "backbone_weights", "preset", "device", "precision", "refine",
+                         "min_confidence", "reliability",
                          "compressed", "warmup", "autostart", "mode", "reference_mode", "reference_image",
                          "reference_camera_info", "reference_fx", "reference_fy", "reference_cx", "reference_cy",
                          "reference_pose_frame", "reference_pose"}),

@@ -248,7 +248,8 @@ class RelocalizeNode(PublishingMixin, LifecycleNode):
         net, network = load_network(p) if self._given_net is None else (self._given_net, "given by the caller")
         self.reloc = Relocalizer(net, device=p["device"], seed=p["seed"], precision=p["precision"],
                                  covariance_scale=p["covariance_scale"], depth_flip=p["depth_flip"],
-                                 refine=refine_mode(p["refine"]))
+                                 refine=refine_mode(p["refine"]),
+                                 min_confidence="auto" if p["min_confidence"] < 0 else p["min_confidence"])
         del net
         self.stats, self._latency_sum = new_stats(), 0.0
         if self.pub_pose is None:

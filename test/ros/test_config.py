@@ -133,3 +133,18 @@ def test_a_bad_refine_value_is_refused_naming_the_choices(ros, tiny_net):
     with pytest.raises(ParameterError, match=r"^refine: .*'maybe'.*auto.*on.*off|^refine: .*auto.*on.*off.*'maybe'"):
         relocalize_node.RelocalizeNode(net=tiny_net, context=ros, parameter_overrides=[
             Parameter("device", value="cpu"), Parameter("warmup", value=False), Parameter("refine", value="maybe")])
+
+
+@pytest.mark.parametrize("value, expected", [(-1.0, "auto"), (0.0, 0.0), (0.3, 0.3)])
+def test_min_confidence_parameter_reaches_the_relocalizer(ros, tiny_net, value, expected):
+    from rclpy.parameter import Parameter
+
+    from mickey_ros.pipeline import DEFAULT_MIN_CONFIDENCE
+
+    node = relocalize_node.RelocalizeNode(net=tiny_net, context=ros, parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("warmup", value=False), Parameter("min_confidence", value=value)])
+    try:
+        assert node.reloc.min_confidence == (DEFAULT_MIN_CONFIDENCE if expected == "auto" else expected)
+        assert node.describe_parameter("min_confidence").read_only
+    finally:
+        node.destroy_node()
