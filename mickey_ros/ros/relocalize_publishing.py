@@ -27,8 +27,9 @@ def diagnostic_array(message: str, ok: bool, values: list[tuple[str, Any]], hard
     """One ``/diagnostics`` status named ``mickey_ros: relocalizer``: OK or WARN, ``message``, ``values`` as strings."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-    status = DiagnosticStatus(level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN, name="mickey_ros: relocalizer",
-                              message=str(message), hardware_id=str(hardware_id),
+    level = DiagnosticStatus.OK if ok else DiagnosticStatus.WARN
+    status = DiagnosticStatus(level=level, name="mickey_ros: relocalizer", message=str(message),
+                              hardware_id=str(hardware_id),
                               values=[KeyValue(key=str(k), value=str(v)) for k, v in values])
     array = DiagnosticArray(status=[status])
     array.header.stamp = stamp
