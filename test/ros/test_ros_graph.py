@@ -195,3 +195,56 @@ def test_ros2_run_help_prints_usage_and_exits_0(graph):
         proc = graph.run(f"ros2 run mickey_ros {exe} --help")
         assert proc.returncode == 0 and proc.stdout.startswith(f"usage: {exe} "), proc
         assert "parameters (name, default: description):" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def _wait_in_log(graph: Graph, proc: subprocess.Popen, text: str, timeout: float = START_TIMEOUT_S) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        log = graph.log(proc)
+        if text in log:
+            return log
+        if proc.poll() is not None:
+            pytest.fail(f"ended ({proc.returncode}) before {text!r}:\n{log}")
+        time.sleep(0.2)
+    pytest.fail(f"no {text!r} in {timeout:g} s:\n{graph.log(proc)}")
+
+
+def _sigint_and_wait(graph: Graph, launch: subprocess.Popen) -> float:
+    """One SIGINT to ros2 launch: exit 0 within SIGINT_BOUND_S, the node finished cleanly, no traceback."""
+    start = time.monotonic()
+    launch.send_signal(signal.SIGINT)
+    code = launch.wait(timeout=60)
+    elapsed = time.monotonic() - start
+    log = graph.log(launch)
+    assert code == 0 and elapsed < SIGINT_BOUND_S, (code, elapsed, log)
+    assert "process has finished cleanly" in log and "Traceback" not in log and "SIGTERM" not in log, log
+    return elapsed
+
+
+def test_lifecycle_set_and_service_call_relocalize_on_demand(graph, tmp_path):
+    """autostart false + mode on_demand from a config file: ros2 lifecycle set configure / activate, then
+    ros2 service call ~/relocalize answers with the pose of the next pair."""
+    config = tmp_path / "on_demand.yaml"
+    config.write_text("mickey_relocalizer:\n  ros__parameters:\n    autostart: false\n    mode: on_demand\n")
+    _cameras(graph)
+    launch = graph.start("launch", f"ros2 launch mickey_ros relocalize.launch.py cam0:=/cam0 cam1:=/cam1 "
+                                   f"config:={config}")
+    _wait_in_log(graph, launch, "unconfigured (autostart false)")
+    got = graph.run(f"ros2 lifecycle get --no-daemon --spin-time 5 {NODE}")
+    assert got.stdout.startswith("unconfigured [1]"), got
+    for transition in ("configure", "activate"):
+        done = graph.run(f"ros2 lifecycle set --no-daemon --spin-time 5 {NODE} {transition}", timeout=START_TIMEOUT_S)
+        assert done.stdout.strip() == "Transitioning successful", (transition, done)
+    assert graph.run(f"ros2 lifecycle get --no-daemon --spin-time 5 {NODE}").stdout.startswith("active [3]")
+    call = graph.run(f"ros2 service call {NODE}/relocalize std_srvs/srv/Trigger", timeout=START_TIMEOUT_S)
+    assert call.returncode == 0 and "success=True" in call.stdout and "inliers of" in call.stdout, call
+    print(f"SIGINT (lifecycle node, active) -> exit 0 in {_sigint_and_wait(graph, launch):.2f} s")
+
+
+def test_one_sigint_while_the_node_is_starting(graph):
+    """The signal lands while the node loads torch and the network (before 'ready'): still exit 0, no traceback."""
+    launch = graph.start("launch", "ros2 launch mickey_ros relocalize.launch.py cam0:=/cam0 cam1:=/cam1")
+    _wait_in_log(graph, launch, "process started with pid")
+    time.sleep(1.0)
+    assert "ready" not in graph.log(launch)
+    print(f"SIGINT (node starting) -> exit 0 in {_sigint_and_wait(graph, launch):.2f} s")
