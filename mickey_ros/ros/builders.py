@@ -3,9 +3,15 @@
 ``MessageTypes`` maps ROS type names to classes: ``from_typestore`` (rosbags, offline) or ``from_rclpy``
 (the node; imports the generated message modules lazily). Builders pass every field by keyword, so the
 same code fills both kinds of classes. Nothing here imports rclpy.
+
+Every field gets the Python type rosidl's generated code wants: ``float`` for float32/float64 (never a numpy
+scalar: the generated C converter asserts ``PyFloat_Check`` and aborts the process on ``np.float32``), ``int``,
+``bool``, ``str``, a float64 ``numpy`` array for fixed-size double arrays, and for ``uint8[]`` an
+``array.array('B')`` (rclpy) or a ``numpy`` uint8 array (rosbags, which needs one).
 """
 from __future__ import annotations
 
+import array
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +31,17 @@ TYPE_NAMES = (
 
 @dataclass(frozen=True)
 class MessageTypes:
-    """ROS type name (``pkg/msg/Name``) -> message class."""
+    """ROS type name (``pkg/msg/Name``) -> message class; ``rclpy``: the classes are rosidl's generated ones."""
 
     classes: dict[str, Any]
+    rclpy: bool = False
 
     def __getitem__(self, name: str) -> Any:
         return self.classes[name]
+
+    def uint8_array(self, data: bytes) -> Any:
+        """A ``uint8[]`` field's value: ``array.array('B')`` for rclpy classes, a numpy uint8 array for rosbags."""
+        return array.array("B", data) if self.rclpy else np.frombuffer(data, dtype=np.uint8).copy()
 
     @classmethod
     def from_typestore(cls, typestore: Any) -> MessageTypes:
@@ -42,14 +53,14 @@ class MessageTypes:
         for name in TYPE_NAMES:
             pkg, _, msg = name.split("/")
             classes[name] = getattr(importlib.import_module(f"{pkg}.msg"), msg)
-        return cls(classes)
+        return cls(classes, rclpy=True)
 
 
 def header(types: MessageTypes, stamp_ns: int, frame_id: str) -> Any:
     """``std_msgs/Header`` with ``stamp`` = ``stamp_ns`` nanoseconds (the input image stamp)."""
     sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
     stamp = types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
-    return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+    return types["std_msgs/msg/Header"](stamp=stamp, frame_id=str(frame_id))
 
 
 def pointcloud2(types: MessageTypes, hdr: Any, points: np.ndarray, rgb: np.ndarray | None = None,
@@ -60,8 +71,8 @@ def pointcloud2(types: MessageTypes, hdr: Any, points: np.ndarray, rgb: np.ndarr
     n = len(data) // step
     return types["sensor_msgs/msg/PointCloud2"](
         header=hdr, height=1, width=n,
-        fields=[PointField(name=f[0], offset=f[1], datatype=f[2], count=f[3]) for f in fields],
-        is_bigendian=False, point_step=step, row_step=step * n, data=np.frombuffer(data, dtype=np.uint8).copy(),
+        fields=[PointField(name=str(f[0]), offset=int(f[1]), datatype=int(f[2]), count=int(f[3])) for f in fields],
+        is_bigendian=False, point_step=int(step), row_step=int(step * n), data=types.uint8_array(data),
         is_dense=True,
     )
 
@@ -79,7 +90,8 @@ def transform_stamped(types: MessageTypes, hdr: Any, child_frame_id: str, T_pare
     transform = types["geometry_msgs/msg/Transform"](
         translation=types["geometry_msgs/msg/Vector3"](x=t[0], y=t[1], z=t[2]), rotation=q
     )
-    return types["geometry_msgs/msg/TransformStamped"](header=hdr, child_frame_id=child_frame_id, transform=transform)
+    return types["geometry_msgs/msg/TransformStamped"](header=hdr, child_frame_id=str(child_frame_id),
+                                                       transform=transform)
 
 
 def transform_stamped_from_relative_pose(types: MessageTypes, hdr: Any, child_frame_id: str, T_0to1: np.ndarray) -> Any:
@@ -161,7 +173,7 @@ def pose_with_covariance(types: MessageTypes, hdr: Any, T_frame_child: np.ndarra
     q, t = _rotation_translation(types, T_frame_child)
     pose = types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](x=t[0], y=t[1], z=t[2]),
                                            orientation=q)
-    cov = np.zeros(36) if covariance is None else np.asarray(covariance, dtype=np.float64).reshape(36)
+    cov = np.zeros(36) if covariance is None else np.ascontiguousarray(covariance, dtype=np.float64).reshape(36)
     if covariance is None:
         cov[0] = -1.0
     return types["geometry_msgs/msg/PoseWithCovarianceStamped"](
@@ -197,8 +209,8 @@ def relative_pose_message(types: MessageTypes, relative_pose_class: Any, hdr: An
     covariance = getattr(res, "covariance", None) if res.success else None
     pose = pose_with_covariance_from_relative_pose(types, hdr, T_0to1, covariance).pose
     sec, nanosec = divmod(int(stamp1_ns), 1_000_000_000)
-    return RP(header=hdr, child_frame_id=child_frame_id,
+    return RP(header=hdr, child_frame_id=str(child_frame_id),
               stamp1=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), pose=pose,
               num_matches=int(res.num_matches), num_inliers=int(res.num_inliers),
-              confidence=np.float32(res.confidence if res.success else 0.0),
-              status=RP.STATUS_OK if res.success else RP.STATUS_NO_POSE, reason=str(res.reason))
+              confidence=float(res.confidence) if res.success else 0.0,  # a Python float: see the module docstring
+              status=int(RP.STATUS_OK if res.success else RP.STATUS_NO_POSE), reason=str(res.reason))

@@ -19,7 +19,6 @@ Parameters are checked at start-up and on ``set_parameters`` (:mod:`mickey_ros.r
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,49 +28,19 @@ from mickey_ros.errors import MickeyError
 from mickey_ros.geometry.se3 import invert_T, make_T, quat_wxyz_to_matrix
 from mickey_ros.ros import builders
 from mickey_ros.ros.alignment import AlignmentConfig, AlignmentWindow, PoseBuffer, other_tf_parent
+from mickey_ros.ros.map_alignment_config import (  # noqa: F401 - the parameter tables are part of this module's API
+    INT_RANGES,
+    PARAMETERS,
+    RANGES,
+    RULES,
+)
 from mickey_ros.ros.node_common import (
-    ParameterError,
-    ParameterRules,
-    check_frame_id,
     declare_parameters,
     relative_pose_class,
     run_node,
     warn_unknown_overrides,
     watch_parameters,
 )
-
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "map_a_frame": ("map_a", "map frame of robot A (camera 0 of the relocalize node)"),
-    "map_b_frame": ("map_b", "map frame of robot B (camera 1)"),
-    "window": (200, "number of most recent measurements fused"),
-    "min_confidence": (0.2, "measurements with a lower MicKey confidence are ignored (needs relative_pose_full)"),
-    "rotation_scale_deg": (2.0, "deg of rotation residual weighted like translation_scale_m"),
-    "translation_scale_m": (0.2, "m, scale of the robust (Cauchy) residual"),
-    "outlier_factor": (3.0, "residual / scale above which a measurement is an outlier"),
-    "min_inliers": (3, "agreeing measurements needed before anything is published"),
-    "max_pose_gap": (0.2, "s, largest gap between camera-pose samples bracketing an image stamp"),
-    "publish_tf": (True, "broadcast TF map_a -> map_b (only where map_b has no other parent)"),
-}
-RANGES = {"min_confidence": (0.0, 1.0), "rotation_scale_deg": (1e-3, 180.0), "translation_scale_m": (1e-4, 100.0),
-          "outlier_factor": (0.1, 100.0), "max_pose_gap": (0.0, 60.0)}
-INT_RANGES = {"window": (3, 100_000), "min_inliers": (1, 100_000)}
-
-
-def _check_configuration(p: Mapping[str, Any]) -> None:
-    for name in ("map_a_frame", "map_b_frame"):
-        check_frame_id(name, p[name])
-        if not p[name]:
-            raise ParameterError(f"{name}: expected a TF frame id, got ''")
-    if p["map_a_frame"] == p["map_b_frame"]:
-        raise ParameterError(f"map_b_frame: expected a frame other than map_a_frame, got {p['map_b_frame']!r}")
-    if p["min_inliers"] > p["window"]:
-        raise ParameterError(f"min_inliers: expected at most window ({p['window']}), got {p['min_inliers']}")
-
-
-RULES = ParameterRules(float_ranges=RANGES, int_ranges=INT_RANGES,
-                       read_only=frozenset({"map_a_frame", "map_b_frame", "window", "max_pose_gap", "publish_tf"}),
-                       check=_check_configuration)
-
 
 def _stamp_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)

@@ -134,3 +134,27 @@ RULES = ParameterRules(
     check=check_configuration,
 )
 RENAMED = {"publish_tf": "tf_mode: none | relative"}
+
+SUBSCRIBES = (
+    ("image0", "sensor_msgs/Image", "camera 0 (CompressedImage with compressed: true; not in reference mode)"),
+    ("camera_info0", "sensor_msgs/CameraInfo", "camera 0's intrinsics (not in reference mode)"),
+    ("image1", "sensor_msgs/Image", "camera 1 (the query camera in reference mode)"),
+    ("camera_info1", "sensor_msgs/CameraInfo", "camera 1's intrinsics"),
+)
+PUBLISHES = (
+    ("/tf", "tf2_msgs/TFMessage", "camera-0 optical frame -> camera-1 optical frame + child_frame_suffix "
+                                  "(tf_mode relative; needs tf2_ros)"),
+    ("~/relative_pose", "geometry_msgs/PoseWithCovarianceStamped", "camera 1's pose in camera 0's optical frame"),
+    ("~/relative_pose_full", "mickey_ros_msgs/RelativePose",
+     "the pose with confidence, counts and both stamps (when mickey_ros_msgs is built)"),
+    ("~/map_pose", "geometry_msgs/PoseWithCovarianceStamped", "camera 1 in reference_pose_frame (when it is set)"),
+    ("~/keypoints0", "sensor_msgs/PointCloud2", "camera 0's 3D keypoints, green = inlier (publish_clouds)"),
+    ("~/keypoints1", "sensor_msgs/PointCloud2", "camera 1's 3D keypoints"),
+    ("~/num_inliers", "std_msgs/UInt32", "inliers of each pose"),
+    ("/diagnostics", "diagnostic_msgs/DiagnosticArray", "counters, latency, drops"),
+)
+SERVICES = (
+    ("~/relocalize", "std_srvs/Trigger", "mode on_demand: process the next pair and answer"),
+    ("~/set_reference", "std_srvs/Trigger", "reference mode: the next live image becomes the reference"),
+    ("~/change_state, ~/get_state, ...", "lifecycle_msgs", "lifecycle (ros2 lifecycle set/get; autostart false)"),
+)

@@ -16,6 +16,26 @@ from mickey_ros.ros.reference import DEFAULT_REFERENCE_FRAME
 from mickey_ros.ros.triggering import Job
 
 
+def inliers_message(num_inliers: Any) -> Any:
+    """``~/num_inliers``: ``std_msgs/UInt32``."""
+    from std_msgs.msg import UInt32
+
+    return UInt32(data=int(num_inliers))
+
+
+def diagnostic_array(message: str, ok: bool, values: list[tuple[str, Any]], hardware_id: str, stamp: Any) -> Any:
+    """One ``/diagnostics`` status named ``mickey_ros: relocalizer``: OK or WARN, ``message``, ``values`` as strings."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    level = DiagnosticStatus.OK if ok else DiagnosticStatus.WARN
+    status = DiagnosticStatus(level=level, name="mickey_ros: relocalizer", message=str(message),
+                              hardware_id=str(hardware_id),
+                              values=[KeyValue(key=str(k), value=str(v)) for k, v in values])
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = stamp
+    return array
+
+
 class PublishingMixin:
     """Publishers and publishing of :class:`~mickey_ros.ros.relocalize_node.RelocalizeNode` (see the module)."""
 
@@ -85,8 +105,6 @@ class PublishingMixin:
                 self._publish(job, res)
 
     def _publish(self, job: Job, res: Any) -> None:
-        from std_msgs.msg import UInt32
-
         if job.kind == "pair":
             pair = job.item
             frames = OutputFrames(self.params["frame0"] or pair.image0.header.frame_id, pair.stamp0,
@@ -109,7 +127,7 @@ class PublishingMixin:
         if out.cloud0 is not None:
             self.pub_cloud0.publish(out.cloud0)
             self.pub_cloud1.publish(out.cloud1)
-        self.pub_inliers.publish(UInt32(data=int(res.num_inliers)))
+        self.pub_inliers.publish(inliers_message(res.num_inliers))
         if self.pub_full is not None:
             self.pub_full.publish(out.full)
 
@@ -132,20 +150,11 @@ class PublishingMixin:
         reloc = self.reloc
         if self.pub_diag is None or reloc is None or not self._active:
             return
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-
-        level = DiagnosticStatus.OK if message in ("ok", "reference set") else DiagnosticStatus.WARN
-        values = [KeyValue(key=k, value=str(v)) for k, v in self.stats.items()]
-        for key, value in (("info_substituted", self.sync.info_substituted),
-                           ("device", reloc.device), ("mode", self.params["mode"]),
-                           ("max_rate_hz", self.params["max_rate"]),
-                           ("inputs", "reference" if self.reference_mode else "pair"),
-                           ("reference", self.reference_source)):
-            values.append(KeyValue(key=key, value=str(value)))
-        status = DiagnosticStatus(level=level, name="mickey_ros: relocalizer", message=message,
-                                  hardware_id=str(reloc.device), values=values)
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
+        values = [*self.stats.items(), ("info_substituted", self.sync.info_substituted), ("device", reloc.device),
+                  ("mode", self.params["mode"]), ("max_rate_hz", self.params["max_rate"]),
+                  ("inputs", "reference" if self.reference_mode else "pair"), ("reference", self.reference_source)]
+        array = diagnostic_array(message, message in ("ok", "reference set"), values, str(reloc.device),
+                                 self.get_clock().now().to_msg())
         with self._output_lock:
             if self._active and self.pub_diag is not None:
                 self.pub_diag.publish(array)

@@ -75,3 +75,45 @@ def test_pose_with_covariance_matches_tf_and_carries_covariance():
     np.testing.assert_array_equal(np.asarray(msg.pose.covariance).reshape(6, 6), cov)
     unknown = pose_with_covariance_from_relative_pose(TYPES, header(TYPES, 7, "c"), T)
     assert unknown.pose.covariance[0] == -1.0
+
+
+_PYTHON_TYPES = {"float32": float, "float64": float, "bool": bool, "string": str,
+                 **{f"{s}int{n}": int for s in ("", "u") for n in (8, 16, 32, 64)}}
+
+
+def _rosidl_type_errors(msg, name: str, store, path: str = "") -> list[str]:
+    """Fields whose value is not of the Python type rosidl's generated code wants (float for float32/64, never a
+    numpy scalar: its C converter asserts PyFloat_Check and aborts the process); arrays as rosbags needs them."""
+    errors = []
+    for field, (kind, spec) in store.fielddefs[name][1]:
+        value, where = getattr(msg, field), f"{path}{field}"
+        if kind.name == "NAME":
+            errors += _rosidl_type_errors(value, spec, store, f"{where}.")
+        elif kind.name == "BASE":
+            if type(value) is not _PYTHON_TYPES[spec[0]]:
+                errors.append(f"{name} {where}: {spec[0]} wants {_PYTHON_TYPES[spec[0]].__name__}, got "
+                              f"{type(value).__module__}.{type(value).__name__}")
+        elif spec[0][0].name == "NAME":  # array or sequence of messages
+            for i, item in enumerate(value):
+                errors += _rosidl_type_errors(item, spec[0][1], store, f"{where}[{i}].")
+        elif not (isinstance(value, np.ndarray) and value.dtype == np.dtype(spec[0][1][0])):
+            errors.append(f"{name} {where}: wants a numpy {spec[0][1][0]} array, got {type(value).__name__}")
+    return errors
+
+
+def test_every_built_message_has_the_python_types_the_generated_code_wants():
+    """issue 29: np.float32 in RelativePose.confidence aborted the node (the generated C converter's assertion)."""
+    from message_samples import built_messages
+
+    from mickey_ros.ros.interfaces import register_in_typestore
+
+    store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
+    register_in_typestore(store)
+    messages = built_messages(MessageTypes.from_typestore(store), store.types["mickey_ros_msgs/msg/RelativePose"])
+    assert {name for name, _ in messages} == {
+        "geometry_msgs/msg/TransformStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
+        "sensor_msgs/msg/PointCloud2", "mickey_ros_msgs/msg/RelativePose"}
+    errors = [e for name, msg in messages for e in _rosidl_type_errors(msg, name, store)]
+    assert not errors, errors
+    for name, msg in messages:  # and rosbags writes them
+        store.deserialize_cdr(store.serialize_cdr(msg, name), name)
