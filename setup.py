@@ -5,7 +5,7 @@ torch is required as ``torch>=2.1``. Install the CPU build first where no GPU ex
 """
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 package_name = "mickey_ros"
 
@@ -17,8 +17,10 @@ def _data(folder: str, pattern: str = "*") -> tuple[str, list[str]]:
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(include=["mickey_ros", "mickey_ros.*"]),
-    package_data={"mickey_ros": ["data/*", "data/demo/*"], "mickey_ros.ros": ["msg/*.msg"]},
+    # the data folders (mickey_ros/data/demo, mickey_ros/ros/msg) have no __init__.py: listed as namespace packages
+    # so that setuptools installs their files without a "package would be ignored" warning
+    packages=find_namespace_packages(include=["mickey_ros", "mickey_ros.*"], exclude=["*.__pycache__"]),
+    package_data={"mickey_ros.data": ["*.pt"], "mickey_ros.data.demo": ["*"], "mickey_ros.ros.msg": ["*.msg"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),

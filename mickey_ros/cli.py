@@ -181,7 +181,7 @@ def _run_match(args: argparse.Namespace) -> Any:
     if args.viz:
         from mickey_ros.viz import save_visualization
 
-        save_visualization(args.viz, image0, image1, res)
+        save_visualization(args.viz, image0, image1, res, inlier_threshold_m=reloc.solver.inlier_threshold)
     return res
 
 

@@ -7,11 +7,13 @@ Layout (one uint8 RGB canvas; image tiles are upscaled by an integer factor so t
     [ image0 (dimmed) | image1 (dimmed) ]  at most ``max_lines`` inlier matches, spread over the images
                                            (farthest-point sampling), coloured by their 3D residual
                                            ``|R X0 + t - X1|`` under the estimated pose (cm)
-    [ colour bar: residual, 0 .. inlier threshold (cm)                                           ]
+    [ colour bar: residual, 0 .. the solver's inlier threshold (cm), the threshold marked; larger residuals
+      are clamped to its colour and counted in the label                                        ]
     [ depth0 | depth1 ]                    network depth (m), one scale for both (2nd-98th percentile),
     [ colour bar (m)  ]                    brighter = closer, no depth (<= 1 mm) black
-    [ scores0 | scores1 ]                  keypoint score / the image's mean score, each image on its own
-    [ bar 0   | bar 1   ]                  2nd-98th percentile range, over the grey image
+    [ scores0 | scores1 ]                  where the network looks: each cell's share of its image's total
+    [ colour bar (%)    ]                  keypoint score (%), one scale 0 .. the highest cell for both images,
+                                           the uniform share marked, over the grey image
     [ text: estimate (R angle and axis, t, |t|, confidence, inliers) or the failure reason; optionally the
       ground truth, the errors of the estimate and of "no motion" (the identity pose)                ]
 
@@ -36,8 +38,9 @@ if TYPE_CHECKING:
 GAP = 6  # px between the two columns
 MIN_TILE_WIDTH = 400  # px: smaller images are upscaled by an integer factor to at least this width
 MAX_LINES = 60  # default cap on the drawn inlier lines
-RESIDUAL_RANGE_CM = 15.0  # colour scale of the residuals: the solver's inlier threshold (0.15 m)
-PERCENTILES = (2.0, 98.0)  # range of the depth and score colour scales
+INLIER_THRESHOLD_M = 0.15  # default top of the residual colour scale: SolverConfig().inlier_threshold (a test checks)
+PERCENTILES = (2.0, 98.0)  # range of the depth colour scale
+TOP_CELLS = 0.1  # the score label says which share of the total score the top 10 % of cells hold
 MIN_DEPTH = 1e-3  # m, depths below are masked (as the official demo)
 WRITABLE = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -56,9 +59,12 @@ class Layout:
             (rows without data are absent).
         labels: band name -> the text drawn in it (label bands, title).
         tiles: ``image0``, ``image1``, ``depth0``, ... -> ``(x0, y0, x1, y1)``.
-        colorbars: ``residual``, ``depth``, ``scores0``, ``scores1`` -> ``(x0, y0, x1, y1)`` of the bar itself,
-            its colour running left (low) to right (high).
-        ranges: colour bar name -> ``(lo, hi)`` in its unit (cm, m, score / mean).
+        colorbars: ``residual``, ``depth``, ``scores`` -> ``(x0, y0, x1, y1)`` of the bar itself, its colour
+            running left (low) to right (high).
+        ranges: colour bar name -> ``(lo, hi)`` in its unit (cm, m, % of the image's total score).
+        markers: colour bar name -> ``[(value, text), ...]`` marked on it (``residual``: the inlier threshold;
+            ``scores``: the share of a uniform score map).
+        num_clamped: drawn lines whose residual is above the inlier threshold (drawn in the threshold's colour).
         num_lines: inlier lines drawn.
         text: the lines of the text block.
     """
@@ -69,7 +75,9 @@ class Layout:
     tiles: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     colorbars: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    markers: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
     num_lines: int = 0
+    num_clamped: int = 0
     text: list[str] = field(default_factory=list)
 
 
@@ -159,30 +167,39 @@ def colorize_depth(depth: np.ndarray, size_hw: tuple[int, int], lo: float | None
     return cv2.resize(rgb, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def relative_scores(scores: np.ndarray) -> np.ndarray:
-    """Scores ``[h, w]`` divided by their mean (1 = a uniform score map; the spatial softmax sums to 1)."""
-    s = np.asarray(scores, dtype=np.float64)
-    mean = float(np.mean(s)) if s.size else 0.0
-    return s / mean if mean > 0 else np.zeros_like(s)
+def score_share(scores: np.ndarray) -> np.ndarray:
+    """Scores ``[h, w]`` as each cell's share of the map's total, in percent (sums to 100; all 0 without any)."""
+    s = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0), 0.0, None)
+    total = float(s.sum())
+    return 100.0 * s / total if total > 0 else np.zeros_like(s)
 
 
-def score_range(scores: np.ndarray) -> tuple[float, float]:
-    """Colour scale of a score map: 2nd-98th percentile of its non-zero ``relative_scores`` (zero = masked cell)."""
-    rel = relative_scores(scores)
-    return percentile_range(rel[rel > 0])
+def uniform_share(scores: np.ndarray) -> float:
+    """The share (%) each scored cell would hold if the network looked everywhere alike: 100 / scored cells."""
+    active = int(np.count_nonzero(score_share(scores)))
+    return 100.0 / active if active else 0.0
 
 
-def overlay_scores(image: np.ndarray, scores: np.ndarray, lo: float | None = None,
-                   hi: float | None = None) -> np.ndarray:
-    """Score map ``[h, w]`` (``relative_scores`` on the scale ``[lo, hi]``, default :func:`score_range`) coloured
-    with ``colormap(..., "score")`` and blended 0.7 over the grey image ``[H, W, 3]``; cells with score 0 (masked,
-    never a keypoint) show the grey image only, darkened. Returns ``[H, W, 3]`` uint8."""
-    rel = relative_scores(scores)
-    if lo is None or hi is None:
-        lo, hi = score_range(scores)
+def top_cells_share(scores: np.ndarray, fraction: float = TOP_CELLS) -> float:
+    """Share (%) of the total score held by the highest ``fraction`` of the scored cells (``fraction * 100`` for a
+    uniform map, up to 100 for a peaked one)."""
+    share = score_share(scores)
+    share = np.sort(share[share > 0])[::-1]
+    if share.size == 0:
+        return 0.0
+    return float(share[: max(1, int(round(fraction * share.size)))].sum())
+
+
+def overlay_scores(image: np.ndarray, scores: np.ndarray, hi: float | None = None) -> np.ndarray:
+    """Score map ``[h, w]`` as :func:`score_share` (%) on the scale ``[0, hi]`` (default: its highest cell),
+    coloured with ``colormap(..., "score")`` and blended 0.7 over the grey image ``[H, W, 3]``; cells with score 0
+    (masked, never a keypoint) show the grey image only, darkened. Returns ``[H, W, 3]`` uint8."""
+    share = score_share(scores)
+    if hi is None:
+        hi = float(share.max()) if share.size else 1.0
     size = (image.shape[1], image.shape[0])
-    colour = cv2.resize(colormap(rel, lo, hi, "score").astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
-    active = cv2.resize((rel > 0).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    colour = cv2.resize(colormap(share, 0.0, hi, "score").astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
+    active = cv2.resize((share > 0).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)[:, :, None]
     out = np.where(active[:, :, None], 0.3 * grey + 0.7 * colour, 0.45 * grey)
     return np.clip(out, 0, 255).astype(np.uint8)
@@ -254,19 +271,27 @@ def _bar_height(font: float) -> int:
     return max(12, int(round(24 * font)))
 
 
-def _bar_band_height(font: float) -> int:
-    """Height of a band holding a colour bar, its ticks and their numbers."""
-    return 4 + _bar_height(font) + 8 + _line_height(font)
+def _marker_height(font: float) -> int:
+    """Room above a colour bar for its markers' text."""
+    return _line_height(font) + 2
+
+
+def _bar_band_height(font: float, markers: bool = False) -> int:
+    """Height of a band holding a colour bar, its ticks and their numbers (and its markers' text)."""
+    return 4 + (_marker_height(font) if markers else 0) + _bar_height(font) + 8 + _line_height(font)
 
 
 def _draw_colorbar(band: np.ndarray, x0: int, x1: int, lo: float, hi: float, name: str, unit: str,
-                   font: float) -> tuple[int, int, int, int]:
-    """A horizontal colour bar in ``band[:, x0:x1]`` with ticks, values and the unit; returns the bar's box."""
+                   font: float, markers: list[tuple[float, str]] | None = None,
+                   top: int = 0) -> tuple[int, int, int, int]:
+    """A horizontal colour bar in ``band[:, x0:x1]`` with ticks, values and the unit, and ``markers``
+    ``(value, text)``: a heavy black line across the bar with its text above it (``top`` px are left above the
+    bar for that text); returns the bar's box."""
     ticks = nice_ticks(lo, hi)
     labels = _tick_text(ticks)
     half = max(cv2.getTextSize(t, FONT, font, 1)[0][0] for t in labels) // 2 + 2
     unit_w = cv2.getTextSize(unit, FONT, font, 1)[0][0] + 8
-    bx0, bx1, by0, by1 = x0 + half, x1 - max(half, unit_w), 4, 4 + _bar_height(font)
+    bx0, bx1, by0, by1 = x0 + half, x1 - max(half, unit_w), 4 + top, 4 + top + _bar_height(font)
     values = lo + (hi - lo) * (np.arange(bx1 - bx0) + 0.5) / max(bx1 - bx0, 1)
     band[by0:by1, bx0:bx1] = colormap(values, lo, hi, name)[None]
     cv2.rectangle(band, (bx0 - 1, by0 - 1), (bx1, by1), (0, 0, 0), 1)
@@ -277,6 +302,13 @@ def _draw_colorbar(band: np.ndarray, x0: int, x1: int, lo: float, hi: float, nam
         tw = cv2.getTextSize(text, FONT, font, 1)[0][0]
         cv2.putText(band, text, (x - tw // 2, by1 + 7 + text_h), FONT, font, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(band, unit, (bx1 + 6, by1), FONT, font, (0, 0, 0), 1, cv2.LINE_AA)
+    for value, text in markers or []:
+        x = int(round(bx0 + (min(max(value, lo), hi) - lo) / (hi - lo) * (bx1 - bx0))) if hi > lo else bx0
+        x = min(x, bx1 - 1)
+        cv2.line(band, (x, by0 - 4), (x, by1 + 3), (0, 0, 0), 3)
+        tw = cv2.getTextSize(text, FONT, font, 1)[0][0]
+        tx = x - tw - 4 if x - bx0 > (bx1 - bx0) / 2 else x + 4  # beside the line, towards the bar's middle
+        cv2.putText(band, text, (max(tx, x0), by0 - 7), FONT, font, (0, 0, 0), 1, cv2.LINE_AA)
     return bx0, by0, bx1, by1
 
 
@@ -385,31 +417,40 @@ def _tile_row(stack: _Stack, f: _Frame, name: str, tiles: tuple[np.ndarray, np.n
     return row
 
 
-def _bar_row(stack: _Stack, f: _Frame, name: str, bars: list[tuple[str, int, int, float, float, str, str]]) -> None:
-    """A band of colour bars ``(bar name, x0, x1, lo, hi, colormap, unit)``, recorded in the layout."""
-    band = np.full((_bar_band_height(f.font), f.width, 3), TEXT_BG, np.uint8)
-    boxes = [_draw_colorbar(band, x0, x1, lo, hi, cmap, unit, f.font) for _, x0, x1, lo, hi, cmap, unit in bars]
+def _bar_row(stack: _Stack, f: _Frame, name: str, bar: str, lo: float, hi: float, cmap: str, unit: str,
+             markers: list[tuple[float, str]] | None = None) -> None:
+    """A band with one full-width colour bar (``_draw_colorbar``), recorded in the layout as ``bar``."""
+    top = _marker_height(f.font) if markers else 0
+    band = np.full((_bar_band_height(f.font, bool(markers)), f.width, 3), TEXT_BG, np.uint8)
+    box = _draw_colorbar(band, 0, f.width, lo, hi, cmap, unit, f.font, markers, top)
     y = stack.push(name, band)
-    for (bar, *_, lo, hi, _cmap, _unit), box in zip(bars, boxes):
-        stack.layout.colorbars[bar] = (box[0], box[1] + y, box[2], box[3] + y)
-        stack.layout.ranges[bar] = (lo, hi)
+    stack.layout.colorbars[bar] = (box[0], box[1] + y, box[2], box[3] + y)
+    stack.layout.ranges[bar] = (lo, hi)
+    if markers:
+        stack.layout.markers[bar] = list(markers)
 
 
 def _matches_rows(stack: _Stack, f: _Frame, image0: np.ndarray, image1: np.ndarray, result: RelativePose,
-                  max_lines: int) -> None:
+                  max_lines: int, threshold_cm: float) -> None:
     inlier_idx = np.flatnonzero(result.inliers) if result.success else np.zeros(0, dtype=np.int64)
     keep = inlier_idx[thin_matches(result.kpts2d0[inlier_idx], result.kpts2d1[inlier_idx], max_lines)]
     residual = match_residuals_cm(result)[keep]
-    hi_cm = max(RESIDUAL_RANGE_CM, float(np.ceil(residual.max() - 1e-6))) if keep.size else RESIDUAL_RANGE_CM
+    clamped = int(np.count_nonzero(residual > threshold_cm))
     if result.success:
-        stack.label("matches.label", f"inlier matches: {keep.size} drawn, spread out, of {result.num_inliers} inliers "
-                    f"({result.num_matches} sampled);   colour = 3D residual |R X0 + t - X1| under the estimate (cm)",
-                    f.font)
+        which = "matches the refined pose was fitted to" if result.refined else "inliers"
+        above = (f"{clamped} of the drawn lines above it: clamped, drawn in its colour" if clamped
+                 else "none of the drawn lines above it")
+        why = ("   (the refinement also corrects each view's depths, so its matches can lie above the threshold "
+               "with the network's own depths)" if result.refined and clamped else "")
+        stack.label("matches.label", f"{which}: {keep.size} drawn, spread out, of {result.num_inliers} "
+                    f"({result.num_matches} sampled);   colour = 3D residual |R X0 + t - X1| with the network's "
+                    f"depths under the estimate, 0 - {threshold_cm:g} cm = the solver's inlier threshold;   "
+                    f"{above}{why}", f.font)
     else:
         stack.label("matches.label", f"images (no pose, so no matches: {result.reason})", f.font)
     row = _tile_row(stack, f, "image", (_dim(_upscale(image0, f.s)), _dim(_upscale(image1, f.s))))
     to_tile = lambda p: np.round((np.asarray(p, np.float64) + 0.5) * f.s - 0.5).astype(int)  # noqa: E731
-    colours = colormap(residual, 0.0, hi_cm, "residual")
+    colours = colormap(residual, 0.0, threshold_cm, "residual")  # clipped: above the threshold = its colour
     for k in np.argsort(-residual, kind="stable"):  # worst first, so the best lie on top
         p0, p1 = tuple(to_tile(result.kpts2d0[keep[k]])), tuple(to_tile(result.kpts2d1[keep[k]]) + (f.x1, 0))
         colour = tuple(int(c) for c in colours[k])
@@ -418,10 +459,11 @@ def _matches_rows(stack: _Stack, f: _Frame, image0: np.ndarray, image1: np.ndarr
         for p in (p0, p1):
             cv2.circle(row, p, f.ink + 2, (0, 0, 0), -1, cv2.LINE_AA)
             cv2.circle(row, p, f.ink + 1, colour, -1, cv2.LINE_AA)
-    stack.layout.num_lines = int(keep.size)
+    stack.layout.num_lines, stack.layout.num_clamped = int(keep.size), clamped
     stack.push("matches", row)
     if keep.size:
-        _bar_row(stack, f, "matches.bar", [("residual", 0, f.width, 0.0, hi_cm, "residual", "cm")])
+        marker = (threshold_cm, f"inlier threshold {threshold_cm:g} cm (larger residuals: this colour)")
+        _bar_row(stack, f, "matches.bar", "residual", 0.0, threshold_cm, "residual", "cm", [marker])
 
 
 def _depth_rows(stack: _Stack, f: _Frame, depth0: np.ndarray, depth1: np.ndarray) -> None:
@@ -431,26 +473,30 @@ def _depth_rows(stack: _Stack, f: _Frame, depth0: np.ndarray, depth1: np.ndarray
                 f"{lo:.2f} - {hi:.2f} m;   brighter = closer, black = no depth", f.font)
     tiles = (colorize_depth(d0, f.size0, lo, hi), colorize_depth(d1, f.size1, lo, hi))
     stack.push("depth", _tile_row(stack, f, "depth", tiles))
-    _bar_row(stack, f, "depth.bar", [("depth", 0, f.width, lo, hi, "depth", "m")])
+    _bar_row(stack, f, "depth.bar", "depth", lo, hi, "depth", "m")
 
 
 def _score_rows(stack: _Stack, f: _Frame, image0: np.ndarray, image1: np.ndarray, scores0: np.ndarray,
                 scores1: np.ndarray) -> None:
-    (lo0, hi0), (lo1, hi1) = score_range(scores0), score_range(scores1)
-    stack.label("scores.label", "keypoint score / the image's mean (1 = uniform), each image on its own scale "
-                f"(2nd-98th percentile):   image 0 {lo0:.2f} - {hi0:.2f}   image 1 {lo1:.2f} - {hi1:.2f};   "
-                "grey = score 0 (masked)", f.font)
-    tiles = (overlay_scores(_upscale(image0, f.s), scores0, lo0, hi0),
-             overlay_scores(_upscale(image1, f.s), scores1, lo1, hi1))
+    hi = max(float(score_share(scores0).max(initial=0.0)), float(score_share(scores1).max(initial=0.0)))
+    hi = hi if hi > 0 else 1.0
+    uniform = sorted({round(uniform_share(sc), 6) for sc in (scores0, scores1) if uniform_share(sc) > 0})
+    top = TOP_CELLS * 100
+    stack.label("scores.label", "where the network looks: each cell's share of its image's total keypoint score (%), "
+                f"one scale for both images, 0 - {hi:.3g} % (the highest cell);   "
+                f"the top {top:.0f} % of cells hold {top_cells_share(scores0):.0f} % (image 0) and "
+                f"{top_cells_share(scores1):.0f} % (image 1) of the score, {top:.0f} % if uniform;   "
+                "grey = score 0 (masked border)", f.font)
+    tiles = (overlay_scores(_upscale(image0, f.s), scores0, hi), overlay_scores(_upscale(image1, f.s), scores1, hi))
     stack.push("scores", _tile_row(stack, f, "scores", tiles))
-    _bar_row(stack, f, "scores.bar", [("scores0", 0, f.size0[1], lo0, hi0, "score", "x mean"),
-                                      ("scores1", f.x1, f.width, lo1, hi1, "score", "x mean")])
+    markers = [(u, f"uniform {u:.3g} %") for u in uniform]
+    _bar_row(stack, f, "scores.bar", "scores", 0.0, hi, "score", "%", markers)
 
 
 def render_with_layout(image0: np.ndarray, image1: np.ndarray, result: RelativePose, max_lines: int = MAX_LINES,
                        *, gt_T_0to1: np.ndarray | None = None, errors: Mapping[str, float] | None = None,
-                       no_motion_errors: Mapping[str, float] | None = None, title: str | None = None
-                       ) -> tuple[np.ndarray, Layout]:
+                       no_motion_errors: Mapping[str, float] | None = None, title: str | None = None,
+                       inlier_threshold_m: float = INLIER_THRESHOLD_M) -> tuple[np.ndarray, Layout]:
     """Draw a result (layout in the module docstring) and say where everything is.
 
     Args:
@@ -461,14 +507,18 @@ def render_with_layout(image0: np.ndarray, image1: np.ndarray, result: RelativeP
         errors, no_motion_errors: optional :func:`mickey_ros.geometry.pose_eval.pair_errors` dicts of the
             estimate and of the identity pose, written as text (rotation deg, centre m, direction deg, scale ratio).
         title: optional line above everything (e.g. the pair's name).
+        inlier_threshold_m: the solver's inlier threshold (``SolverConfig.inlier_threshold``, metres): the top of
+            the residual colour scale, marked on its bar; larger residuals get its colour and are counted.
 
     Returns:
         ``(picture, layout)``: uint8 ``[H', W', 3]`` RGB and its :class:`Layout`.
 
     Raises:
-        InputError: an image that is not uint8 ``[H, W, 3]``.
+        InputError: an image that is not uint8 ``[H, W, 3]``; an inlier threshold that is not a positive number.
     """
     image0, image1 = _check_image(image0, "image0"), _check_image(image1, "image1")
+    if not (np.isfinite(inlier_threshold_m) and inlier_threshold_m > 0):
+        raise InputError(f"inlier_threshold_m: expected a positive number of metres, got {inlier_threshold_m!r}")
     s = max(1, int(np.ceil(MIN_TILE_WIDTH / max(image0.shape[1], image1.shape[1]))))
     size0, size1 = (image0.shape[0] * s, image0.shape[1] * s), (image1.shape[0] * s, image1.shape[1] * s)
     width = size0[1] + GAP + size1[1]
@@ -478,7 +528,7 @@ def render_with_layout(image0: np.ndarray, image1: np.ndarray, result: RelativeP
     stack = _Stack(width, layout)
     if title:
         stack.label("title", title, f.font * 1.2, TEXT_BG)
-    _matches_rows(stack, f, image0, image1, result, max_lines)
+    _matches_rows(stack, f, image0, image1, result, max_lines, 100.0 * float(inlier_threshold_m))
     if result.depth0 is not None and result.depth1 is not None:
         _depth_rows(stack, f, result.depth0, result.depth1)
     if result.scores0 is not None and result.scores1 is not None:
@@ -497,7 +547,7 @@ def render_result(image0: np.ndarray, image1: np.ndarray, result: RelativePose, 
 def save_visualization(path: str | Path, image0: np.ndarray, image1: np.ndarray, result: RelativePose, *,
                        gt_T_0to1: np.ndarray | None = None, errors: Mapping[str, float] | None = None,
                        no_motion_errors: Mapping[str, float] | None = None, title: str | None = None,
-                       max_lines: int = MAX_LINES) -> None:
+                       max_lines: int = MAX_LINES, inlier_threshold_m: float = INLIER_THRESHOLD_M) -> None:
     """Render (:func:`render_with_layout`, same keyword arguments) and write the picture (PNG/JPEG/...).
 
     Raises:
@@ -507,7 +557,7 @@ def save_visualization(path: str | Path, image0: np.ndarray, image1: np.ndarray,
     if p.suffix.lower() not in WRITABLE:
         raise InputError(f"--viz: expected a file name ending in {', '.join(WRITABLE)}, got {p}")
     picture = render_result(image0, image1, result, max_lines, gt_T_0to1=gt_T_0to1, errors=errors,
-                            no_motion_errors=no_motion_errors, title=title)
+                            no_motion_errors=no_motion_errors, title=title, inlier_threshold_m=inlier_threshold_m)
     ok = False
     try:
         params = [cv2.IMWRITE_PNG_COMPRESSION, 6] if p.suffix.lower() == ".png" else []  # half the default's size

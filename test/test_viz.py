@@ -1,5 +1,5 @@
-"""Match / depth / score pictures (mickey_ros.viz): layout and labels, thinned residual-coloured lines, colour bars,
-colour scales that follow their quantity, the pose text."""
+"""Match / depth / score pictures (mickey_ros.viz): layout and labels, thinned residual-coloured lines on the inlier
+threshold's scale, colour bars and their markers, score shares, the pose text."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +10,10 @@ import pytest
 
 from mickey_ros.errors import InputError
 from mickey_ros.pipeline import RelativePose
-from mickey_ros.viz import (LABEL_BG, colorize_depth, colormap, nice_ticks, overlay_scores, render_result,
-                            render_with_layout, save_visualization, thin_matches)
+from mickey_ros.solver import SolverConfig
+from mickey_ros.viz import (INLIER_THRESHOLD_M, LABEL_BG, colorize_depth, colormap, nice_ticks, overlay_scores,
+                            render_result, render_with_layout, save_visualization, score_share, thin_matches,
+                            top_cells_share, uniform_share)
 
 ROWS = ("matches.label", "matches", "matches.bar", "depth.label", "depth", "depth.bar", "scores.label", "scores",
         "scores.bar", "text")
@@ -61,9 +63,9 @@ def test_layout_rows_are_stacked_and_labelled():
         band = picture[y0:y1]
         assert (band == LABEL_BG).mean() > 0.7  # a grey band ...
         assert (band.max(axis=2) < 80).sum() > 200  # ... with dark text in it
-    assert "3D residual" in layout.labels["matches.label"] and "(cm)" in layout.labels["matches.label"]
+    assert "3D residual" in layout.labels["matches.label"] and "0 - 15 cm" in layout.labels["matches.label"]
     assert "depth" in layout.labels["depth.label"] and " m" in layout.labels["depth.label"]
-    assert "score" in layout.labels["scores.label"] and "percentile" in layout.labels["scores.label"]
+    assert "share of its image's total keypoint score (%)" in layout.labels["scores.label"]
     assert layout.labels["title"] == "pair 1"
 
 
@@ -72,7 +74,8 @@ def test_lines_are_thinned_to_the_cap_and_spread_out():
     for cap in (60, 7):
         _, layout = render_with_layout(IMAGE0, IMAGE1, result, max_lines=cap)
         assert layout.num_lines == cap
-        assert f"{cap} drawn" in layout.labels["matches.label"] and "of 500 inliers" in layout.labels["matches.label"]
+        assert f"inliers: {cap} drawn" in layout.labels["matches.label"] and "of 500 (500 sampled)" in \
+            layout.labels["matches.label"]
     picked = thin_matches(result.kpts2d0, result.kpts2d1, 20)
     assert picked[0] == 0 and len(set(picked.tolist())) == 20
     pts = np.concatenate([result.kpts2d0, result.kpts2d1], 1)
@@ -100,15 +103,18 @@ def test_only_the_thinned_inliers_are_drawn():
     assert "matches.bar" not in render_with_layout(IMAGE0, IMAGE1, _result(inliers=False))[1].rows
 
 
-def test_line_colour_follows_the_3d_residual():
+def test_line_colour_follows_the_3d_residual_clamped_at_the_threshold():
     T = np.eye(4)
     T[:3, 3] = [0.1, 0.0, 0.0]
-    result = _result(residual_m=np.array([0.0, 0.15, 0.075]), T=T)
+    result = _result(n=4, residual_m=np.array([0.0, 0.15, 0.075, 0.40]), T=T)
+    result.kpts2d0[:] = [[10.0, 10.0], [50.0, 60.0], [80.0, 20.0], [20.0, 75.0]]  # apart: no line crosses a dot
+    result.kpts2d1[:] = [[20.0, 12.0], [40.0, 70.0], [90.0, 30.0], [30.0, 85.0]]
     picture, layout = render_with_layout(IMAGE0, IMAGE1, result)
     assert layout.ranges["residual"] == (0.0, 15.0)
+    assert layout.num_clamped == 1 and "1 of the drawn lines above it: clamped" in layout.labels["matches.label"]
     y0 = layout.rows["matches"][0]
     colours, lines = [], []
-    for k in range(3):
+    for k in range(4):
         x, y = np.round((result.kpts2d0[k] + 0.5) * layout.scale - 0.5).astype(int)
         colours.append(picture[y0 + y, x].astype(int))  # the keypoint dot in image 0
         row, col = _mid(result, k, layout.scale)
@@ -117,17 +123,42 @@ def test_line_colour_follows_the_3d_residual():
     np.testing.assert_allclose(colours[0], colormap(0.0, 0, 15, "residual"), atol=30)  # green
     np.testing.assert_allclose(colours[1], colormap(15.0, 0, 15, "residual"), atol=30)  # red
     np.testing.assert_allclose(colours[2], colormap(7.5, 0, 15, "residual"), atol=30)  # yellow
+    np.testing.assert_allclose(colours[3], colours[1], atol=10)  # 40 cm: clamped to the threshold's red
+    _, layout = render_with_layout(IMAGE0, IMAGE1, _result(residual_m=np.array([0.0, 0.1, 0.05])))
+    assert layout.num_clamped == 0 and "none of the drawn lines above it" in layout.labels["matches.label"]
+
+
+def test_residual_colour_bar_runs_to_the_solvers_inlier_threshold_and_marks_it():
+    assert INLIER_THRESHOLD_M == SolverConfig().inlier_threshold  # the default is the solver's
+    picture, layout = render_with_layout(IMAGE0, IMAGE1, _result())
+    threshold_cm = 100 * SolverConfig().inlier_threshold
+    assert layout.ranges["residual"] == (0.0, threshold_cm)
+    (value, text), = layout.markers["residual"]
+    assert value == threshold_cm and text.startswith(f"inlier threshold {threshold_cm:g} cm")
+    assert f"0 - {threshold_cm:g} cm = the solver's inlier threshold" in layout.labels["matches.label"]
+    x0, y0, x1, y1 = layout.colorbars["residual"]
+    assert (picture[(y0 + y1) // 2, x1 - 2: x1 + 1].max(axis=1) < 60).all()  # the marker: a black line at the end
+    assert (picture[y0 - 16: y0 - 4, x0: x1].max(axis=2) < 80).sum() > 30  # its text above the bar
+    _, layout = render_with_layout(IMAGE0, IMAGE1, _result(), inlier_threshold_m=0.25)  # another solver setting
+    assert layout.ranges["residual"] == (0.0, 25.0) and layout.markers["residual"][0][0] == 25.0
+    for bad in (0.0, -0.1, float("nan")):
+        with pytest.raises(InputError, match="inlier_threshold_m: expected a positive number of metres"):
+            render_with_layout(IMAGE0, IMAGE1, _result(), inlier_threshold_m=bad)
 
 
 def test_colour_bars_show_their_scale_with_ticks():
     picture, layout = render_with_layout(IMAGE0, IMAGE1, _result())
-    assert set(layout.colorbars) == {"residual", "depth", "scores0", "scores1"}
+    assert set(layout.colorbars) == {"residual", "depth", "scores"}
     for name, (x0, y0, x1, y1) in layout.colorbars.items():
         lo, hi = layout.ranges[name]
-        cmap = {"residual": "residual", "depth": "depth"}.get(name, "score")
+        cmap = {"residual": "residual", "depth": "depth", "scores": "score"}[name]
         row = picture[(y0 + y1) // 2, x0:x1].astype(int)
         expected = colormap(lo + (hi - lo) * (np.arange(x1 - x0) + 0.5) / (x1 - x0), lo, hi, cmap).astype(int)
-        assert np.abs(row - expected).max() <= 1, name
+        unmarked = np.ones(x1 - x0, bool)
+        for value, _ in layout.markers.get(name, []):  # a marker's black line covers a few columns
+            x = min(int(round((value - lo) / (hi - lo) * (x1 - x0))), x1 - x0 - 1)
+            unmarked[max(x - 2, 0): x + 3] = False
+        assert np.abs(row - expected)[unmarked].max() <= 1, name
         below = picture[y1 + 1: y1 + 24, max(x0 - 10, 0): x1 + 10]
         assert (below.max(axis=2) < 80).sum() > 20, name  # tick marks and their numbers
     lo, hi = layout.ranges["depth"]
@@ -156,13 +187,33 @@ def test_nice_ticks_are_round_and_inside():
     assert len(nice_ticks(3.0, 3.0)) == 1
 
 
-def test_scores_use_their_own_percentile_scale_and_grey_out_masked_cells():
+def test_scores_are_shares_of_the_total_on_one_absolute_scale():
     scores = np.zeros((4, 4), np.float32)
-    scores[1:3, 1:3] = [[1.0, 1.1], [1.2, 1.3]]  # small variation, masked border
-    tile = overlay_scores(np.full((4, 4, 3), 100, np.uint8), scores)
+    scores[1:3, 1:3] = [[1.0, 1.0], [1.0, 5.0]]  # one cell holds 5/8 of the score, masked border
+    share = score_share(scores)
+    np.testing.assert_allclose(share[1:3, 1:3], [[12.5, 12.5], [12.5, 62.5]])
+    assert share.sum() == pytest.approx(100.0) and uniform_share(scores) == 25.0
+    assert top_cells_share(scores, 0.25) == pytest.approx(62.5)  # the top quarter of the 4 scored cells: 1 cell
+    assert top_cells_share(np.ones((10, 10)), 0.1) == pytest.approx(10.0)  # uniform: 10 % of cells, 10 % of score
+    tile = overlay_scores(np.full((4, 4, 3), 100, np.uint8), scores)  # scale 0 .. the highest cell (62.5 %)
     assert np.all(tile[0, 0] == tile[0, 0, 0])  # masked: grey
-    light = cv2.cvtColor(tile[None, [1, 1, 2, 2], [1, 2, 1, 2]], cv2.COLOR_RGB2LAB)[0, :, 0].astype(int)
-    assert np.all(np.diff(light) > 0) and light[-1] - light[0] > 80  # the 30 % variation spans the scale
+    light = cv2.cvtColor(tile[None, [1, 2], [1, 2]], cv2.COLOR_RGB2LAB)[0, :, 0].astype(int)
+    assert light[1] - light[0] > 80  # 12.5 % vs 62.5 %: far apart on the absolute scale
+    flat = overlay_scores(np.full((4, 4, 3), 100, np.uint8), np.full((4, 4), 0.3), hi=100 / 16)
+    assert np.all(flat == flat[0, 0])  # a uniform map is one colour (the scale's top), not stretched noise
+
+
+def test_score_panel_legend_is_absolute_with_the_uniform_share_marked():
+    result = _result()
+    result.scores0[:] = 1.0  # uniform over 42 cells
+    result.scores1[:] = 0.0
+    result.scores1[3, 3] = 1.0  # all in one cell
+    _, layout = render_with_layout(IMAGE0, IMAGE1, result)
+    assert layout.ranges["scores"] == (0.0, 100.0)  # one scale for both images: 0 .. the highest cell's share
+    assert [v for v, _ in layout.markers["scores"]] == pytest.approx([100 / 42, 100.0])
+    label = layout.labels["scores.label"]
+    assert "0 - 100 % (the highest cell)" in label
+    assert "hold 10 % (image 0) and 100 % (image 1) of the score, 10 % if uniform" in label
 
 
 def test_failed_result_has_no_lines_and_shows_reason():
