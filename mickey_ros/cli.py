@@ -226,7 +226,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
     log.info("warm-up inference: %.2f s", reloc.warmup())  # so the first pair's latency is like the others'
     summary = process_bag(args.input, args.output, reloc, topics, prefix=args.prefix, slop=args.slop,
                           storage=args.storage, frame0=args.frame0, frame1=args.frame1, progress=not args.quiet,
-                          overwrite=args.overwrite, debug=args.debug, batch=args.batch)
+                          overwrite=args.overwrite, debug=args.debug, batch=args.batch, undistort=args.undistort)
     written = f"wrote {args.output}" if summary.wrote_output else "no output written"
     print(f"mickey-ros bag: {summary.line()}; {written}")
     for line in summary.reason_lines():
@@ -392,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
     b.add_argument("--frame0", help="optical frame id of camera 0 (default: the image header's)")
     b.add_argument("--frame1", help="optical frame id of camera 1")
+    b.add_argument("--undistort", action="store_true",
+                   help="undistort images whose CameraInfo has non-zero distortion (else such pairs are skipped)")
     b.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and holds only rosbag2 files")
     b.add_argument("--quiet", action="store_true", help=QUIET_HELP + ", no progress line")
     b.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)

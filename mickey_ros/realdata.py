@@ -60,20 +60,21 @@ class ConvertedSet:
 
 
 # -- arguments -----------------------------------------------------------------------------------------------------
-def parse_sets(text: str, name: str = "--sets") -> tuple[str, ...]:
-    """``"kitti_seq1,middlebury"`` -> the set names, in :data:`SETS` order; ``"all"`` -> every set.
+def parse_sets(text: str, name: str = "--sets", known: Sequence[str] = SETS) -> tuple[str, ...]:
+    """``"kitti_seq1,middlebury"`` -> the set names, in ``known`` order; ``"all"`` -> every known set.
 
     Raises:
         InputError: an empty list or an unknown name (the message lists the known ones).
     """
+    known = tuple(known)
     names = [part.strip() for part in text.split(",") if part.strip()]
     if names == ["all"]:
-        return SETS
-    unknown = [n for n in names if n not in SETS]
+        return known
+    unknown = [n for n in names if n not in known]
     if not names or unknown:
         got = ", ".join(unknown) if unknown else repr(text)
-        raise InputError(f"{name}: expected a comma-separated list of {', '.join(SETS)} (or all), got {got}")
-    return tuple(n for n in SETS if n in names)
+        raise InputError(f"{name}: expected a comma-separated list of {', '.join(known)} (or all), got {got}")
+    return tuple(n for n in known if n in names)
 
 
 def check_realdata(path: str | Path, name: str = "--realdata") -> Path:
@@ -147,11 +148,18 @@ def convert_kitti(src: Path, out: Path, name: str = "kitti") -> ConvertedSet:
 
 def kitti_intrinsics(path: Path) -> np.ndarray:
     """``[3, 3]`` K = ``P0[:, :3]``: P0 is the first line of a KITTI ``calib.txt`` (12 numbers, ``P0:`` optional)."""
+    return kitti_projection(path)[:, :3]
+
+
+def kitti_projection(path: Path) -> np.ndarray:
+    """``[3, 4]`` P0 of a KITTI ``calib.txt`` (its first line, row-major; ``P0[:, :3]`` checked as a K)."""
     rows = _read_rows(path, 12, "a 3x4 projection matrix (row-major)", labels=("P0:",))
+    P0 = rows[0].reshape(3, 4)
     try:
-        return check_intrinsics(rows[0].reshape(3, 4)[:, :3], f"{path}: P0[:, :3]")
+        check_intrinsics(P0[:, :3], f"{path}: P0[:, :3]")
     except IntrinsicsError as err:
         raise DatasetError(str(err)) from err
+    return P0
 
 
 def kitti_poses(path: Path) -> np.ndarray:

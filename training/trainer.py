@@ -232,8 +232,13 @@ class Trainer:
         """Forward, loss, backward and (unless a gradient is not finite) one Adam step; returns scalars."""
         dev = self.device
         # the size this run trains at, recorded in its checkpoints: the Relocalizer brings images to it by default
-        # (a run resumed or warm-started at another data.resize records its own size, not the checkpoint's)
-        self.net.input_size = (int(batch["image0"].shape[-1]), int(batch["image0"].shape[-2]))
+        # (a run resumed or warm-started at another data.resize records its own size, not the checkpoint's). With
+        # data.resize that is the resize target, before the top-left crop to multiples of 14 (672 x 203 trains on
+        # 672 x 196 crops): the Relocalizer resizes to it and crops the same rows, where recording the crop would make
+        # it squash the whole image into 672 x 196 (3.5 % vertically) and evaluate on inputs the run never saw.
+        resize = self.cfg["data"]["resize"]
+        self.net.input_size = ((int(resize[0]), int(resize[1])) if resize
+                               else (int(batch["image0"].shape[-1]), int(batch["image0"].shape[-2])))
         d = self.cfg["data"]
         batch = augment_batch(batch, d["augment_flip"], d["augment_color"], self.cfg["train"]["seed"], self.step,
                               global_indices, d["augment_camera"])

@@ -34,7 +34,7 @@ from mickey_ros.progress import ProgressLine
 from mickey_ros.ros import builders
 from mickey_ros.ros.bag_plan import (BagSummary, Plan, Skip, describe, first_line, no_pairs_reason, plan_pairs,
                                      read_index, read_messages, valid_stamp)
-from mickey_ros.ros.convert import camera_info_to_model, check_image_matches_info, message_to_rgb
+from mickey_ros.ros.convert import Undistorter, camera_info_to_model, check_image_matches_info, message_to_rgb
 from mickey_ros.ros.interfaces import register_in_typestore
 from mickey_ros.ros.sync import SyncedPair
 
@@ -52,7 +52,7 @@ _BAG_FILE_SUFFIXES = (".mcap", ".db3", ".db3-shm", ".db3-wal", ".db3-journal", "
 def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: dict[str, str], *,
                 prefix: str = "/mickey", slop: float = 0.05, storage: str = "mcap",
                 frame0: str | None = None, frame1: str | None = None, progress: bool = True,
-                overwrite: bool = False, debug: bool = False, batch: int = 1) -> BagSummary:
+                overwrite: bool = False, debug: bool = False, batch: int = 1, undistort: bool = False) -> BagSummary:
     """Run the relocaliser over a bag and write the outputs to a new bag.
 
     Args:
@@ -69,6 +69,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: d
         debug: print the traceback of unexpected per-pair errors (they are skipped either way).
         batch: pairs whose images go through the network together (``Relocalizer.estimate_batch``; the same poses
             and the same output as 1, faster where the backbone dominates).
+        undistort: undistort images whose CameraInfo has non-zero distortion (to its K: plumb_bob and other OpenCV
+            models, equidistant as a fisheye); without it such pairs are counted skips.
 
     Returns:
         The summary. On SIGINT/SIGTERM (in the main thread) the run stops, the output is closed with the
@@ -115,7 +117,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, reloc: Any, topics: d
                 try:
                     out = _Outputs(writer, ts, types, prefix)
                     _run_pairs(reader, in_path, conns, plan, reloc, out, types, summary, stop,
-                               frames=(frame0, frame1), bar=bar, debug=debug, batch_size=batch)
+                               frames=(frame0, frame1), bar=bar, debug=debug, batch_size=batch,
+                               undistort=_Undistort() if undistort else None)
                 except InputError as err:
                     raise InputError(f"{err}; {out_path} holds the {summary.processed} pairs processed before") from err
                 finally:
@@ -240,7 +243,8 @@ def _remove_old_output(out_path: Path) -> None:
 # -- pass 2: processing -------------------------------------------------------------------------------------------
 def _run_pairs(reader: Any, in_path: Path, conns: dict[str, list[Any]], plan: Plan, reloc: Any, out: _Outputs,
                types: builders.MessageTypes, summary: BagSummary, stop: _StopOnSignal, *,
-               frames: tuple[str | None, str | None], bar: ProgressLine, debug: bool, batch_size: int = 1) -> None:
+               frames: tuple[str | None, str | None], bar: ProgressLine, debug: bool, batch_size: int = 1,
+               undistort: _Undistort | None = None) -> None:
     cam_of = {id(conn): stream[-1] for stream in ("image0", "image1") for conn in conns[stream]}
     batch: list[SyncedPair] = []
     image_conns = [conn for stream in ("image0", "image1") for conn in conns[stream]]
@@ -272,16 +276,16 @@ def _run_pairs(reader: Any, in_path: Path, conns: dict[str, list[Any]], plan: Pl
         if len(batch) < batch_size and len(finished) < total:
             continue
         if batch_size == 1:
-            _process_pair(batch[0], reloc, out, types, summary, stop, frames, debug)
+            _process_pair(batch[0], reloc, out, types, summary, stop, frames, debug, undistort=undistort)
         else:
-            _process_batch(batch, reloc, out, types, summary, stop, frames, debug)
+            _process_batch(batch, reloc, out, types, summary, stop, frames, debug, undistort)
         done += len(batch)
         batch = []
         bar.show(f"{progress_bar(done, total)} {done}/{total} pairs")
         if done == total:
             return
     if batch:  # the bag ended with pairs still buffered (an image not found again): run them
-        _process_batch(batch, reloc, out, types, summary, stop, frames, debug)
+        _process_batch(batch, reloc, out, types, summary, stop, frames, debug, undistort)
     for slot, (s0, _) in enumerate(plan.pairs):  # not expected: the bag read differently the second time
         if slot not in finished:
             summary.skipped.append(Skip("an image of this pair was not found again in pass 2", f"pair at {s0} ns"))
@@ -311,25 +315,37 @@ class _Outputs:
         self.writer.write(self.conns[key][0], stamp_ns, data)
 
 
-def _pair_inputs(pair: SyncedPair) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Decode and check one pair: ``(image0, K0, image1, K1)`` as ``Relocalizer.estimate`` takes them."""
-    image0, image1 = message_to_rgb(pair.image0, "image0"), message_to_rgb(pair.image1, "image1")
-    cam0, cam1 = camera_info_to_model(pair.info0, "camera_info0"), camera_info_to_model(pair.info1, "camera_info1")
-    check_image_matches_info(image0, cam0, "camera_info0")
-    check_image_matches_info(image1, cam1, "camera_info1")
-    for name, cam in (("camera_info0", cam0), ("camera_info1", cam1)):
-        if cam.distorted:
-            raise InputError(f"{name}: non-zero distortion ({cam.distortion_model}); record rectified images "
-                             "(image_rect) for now")
-    return image0, cam0.K, image1, cam1.K
+class _Undistort:
+    """One :class:`~mickey_ros.ros.convert.Undistorter` per camera (each caches its remap tables)."""
+
+    def __init__(self) -> None:
+        self.cameras = (Undistorter(), Undistorter())
+
+
+def _pair_inputs(pair: SyncedPair, undistort: _Undistort | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                                np.ndarray]:
+    """Decode and check one pair: ``(image0, K0, image1, K1)`` as ``Relocalizer.estimate`` takes them (distorted
+    images undistorted to their K with ``undistort``, else refused)."""
+    images = [message_to_rgb(pair.image0, "image0"), message_to_rgb(pair.image1, "image1")]
+    cams = camera_info_to_model(pair.info0, "camera_info0"), camera_info_to_model(pair.info1, "camera_info1")
+    for k, cam in enumerate(cams):
+        check_image_matches_info(images[k], cam, f"camera_info{k}")
+        if not cam.distorted:
+            continue
+        if undistort is None:
+            raise InputError(f"camera_info{k}: non-zero distortion ({cam.distortion_model}); record rectified images "
+                             "(image_rect) or pass --undistort")
+        images[k] = undistort.cameras[k](images[k], cam)
+    return images[0], cams[0].K, images[1], cams[1].K
 
 
 def _pair_records(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.MessageTypes,
-                  frames: tuple[str | None, str | None], res: Any = None) -> tuple[Any, list[tuple[str, int, bytes]]]:
+                  frames: tuple[str | None, str | None], res: Any = None,
+                  undistort: _Undistort | None = None) -> tuple[Any, list[tuple[str, int, bytes]]]:
     """Run one pair (unless its result ``res`` is given) and serialise all its output messages (nothing is
     written yet)."""
     if res is None:
-        res = reloc.estimate(*_pair_inputs(pair))
+        res = reloc.estimate(*_pair_inputs(pair, undistort))
     f0 = frames[0] or pair.image0.header.frame_id or "camera0_optical_frame"
     f1 = frames[1] or pair.image1.header.frame_id or "camera1_optical_frame"
     hdr0 = builders.header(types, pair.stamp0, f0)
@@ -354,13 +370,13 @@ def _pair_records(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.M
 
 def _process_batch(pairs: list[SyncedPair], reloc: Any, out: _Outputs, types: builders.MessageTypes,
                    summary: BagSummary, stop: _StopOnSignal, frames: tuple[str | None, str | None],
-                   debug: bool) -> None:
+                   debug: bool, undistort: _Undistort | None = None) -> None:
     """Several pairs with the network run on all their images at once (``Relocalizer.estimate_batch``: the same
     poses as one by one); written in order, each with the isolation of :func:`_process_pair`."""
     inputs: list[tuple[SyncedPair, Any]] = []
     for pair in pairs:
         try:
-            inputs.append((pair, _pair_inputs(pair)))
+            inputs.append((pair, _pair_inputs(pair, undistort)))
         except Exception as err:  # noqa: BLE001 - per-pair isolation
             inputs.append((pair, err))
     ready = [(pair, args) for pair, args in inputs if not isinstance(args, Exception)]
@@ -372,7 +388,7 @@ def _process_batch(pairs: list[SyncedPair], reloc: Any, out: _Outputs, types: bu
         if isinstance(args, Exception):
             _process_pair(pair, reloc, out, types, summary, stop, frames, debug, error=args)
         elif results is None:
-            _process_pair(pair, reloc, out, types, summary, stop, frames, debug)
+            _process_pair(pair, reloc, out, types, summary, stop, frames, debug, undistort=undistort)
         else:
             res = next(results)
             _process_pair(pair, reloc, out, types, summary, stop, frames, debug,
@@ -381,13 +397,13 @@ def _process_batch(pairs: list[SyncedPair], reloc: Any, out: _Outputs, types: bu
 
 def _process_pair(pair: SyncedPair, reloc: Any, out: _Outputs, types: builders.MessageTypes, summary: BagSummary,
                   stop: _StopOnSignal, frames: tuple[str | None, str | None], debug: bool, res: Any = None,
-                  error: Exception | None = None) -> None:
+                  error: Exception | None = None, undistort: _Undistort | None = None) -> None:
     """One pair (its result ``res`` or ``error`` when already known): any error before writing is a counted skip;
     the writes of a pair are not interrupted."""
     try:
         if error is not None:
             raise error
-        res, records = _pair_records(pair, reloc, out, types, frames, res)
+        res, records = _pair_records(pair, reloc, out, types, frames, res, undistort)
     except Exception as err:  # noqa: BLE001 - per-pair isolation: the run goes on
         if debug:
             traceback.print_exc()

@@ -138,8 +138,12 @@ def test_distorted_camera_is_a_counted_skip_naming_the_camera(tmp_path, capsys):
     lines = _stdout_lines(capsys)
     assert "pairs found 3, processed 2" in lines[0] and "skipped 1" in lines[0]
     assert lines[1].strip().startswith("skipped 1: camera_info1: non-zero distortion (plumb_bob); record rectified "
-                                       "images (image_rect) for now")
+                                       "images (image_rect) or pass --undistort")
     assert [stamp for stamp, _ in read_bag(dst)[FULL]] == [0, 200 * MS]
+    # --undistort: the same pair is undistorted to its K and processed
+    assert main(["bag", str(src), str(dst), *TOPICS, *RUN, "--undistort", "--overwrite"]) == 0
+    assert "pairs found 3, processed 3" in _stdout_lines(capsys)[0]
+    assert [stamp for stamp, _ in read_bag(dst)[FULL]] == [0, 100 * MS, 200 * MS]
 
 
 @pytest.mark.parametrize(("flag", "topic", "found", "expected"), [

@@ -449,6 +449,37 @@ def test_checkpoints_record_the_size_the_run_trains_at(tmp_path):
     assert load_checkpoint(resumed.save("second.ckpt")).input_size == (new_width, new_height)
 
 
+def test_a_resize_that_is_not_a_multiple_of_14_is_recorded_so_the_relocalizer_feeds_what_training_fed(tmp_path):
+    """data.resize [150, 115] trains on 150 x 115 images cropped top-left to 140 x 112. The checkpoint records
+    150 x 115, so the Relocalizer resizes an image of that aspect to 150 x 115 and crops the same rows, with the same
+    K; recording the crop made it squash the whole image into 140 x 112 (another K, pixels the run never saw)."""
+    import cv2
+    import numpy as np
+
+    from mickey_ros import Relocalizer
+    from mickey_ros.model import load_checkpoint
+    from training.data.datasets import prepare_view
+
+    rgb = cv2.imread(str(REPO / "mickey_ros" / "data" / "demo" / "im0.png"))[:, :, ::-1].copy()  # 294 x 224
+    K = np.array([[220.0, 0.0, 146.5], [0.0, 220.0, 111.5], [0.0, 0.0, 1.0]])
+    image, K_train = prepare_view(rgb, K, (150, 115))
+    assert image.shape == (3, 112, 140)
+    batch = _demo_batch([0])
+    for key in ("image0", "image1"):
+        batch[key] = image[None].clone()
+    for key in ("K_color0", "K_color1"):
+        batch[key] = K_train[None].clone()
+    trainer = Trainer(config_mod.resolve(None, [f"train.run_dir={tmp_path}", "train.device=cpu",
+                                                "train.curriculum=false", "data.resize=[150, 115]"]))
+    trainer.train_step(batch, [0])
+    net = load_checkpoint(trainer.save("last.ckpt"))
+    assert net.input_size == (150, 115)
+    tensor, K_net, _ = Relocalizer(net.eval(), device="cpu").network_input(rgb, K)
+    assert tensor.shape == (1, 3, 112, 140)
+    np.testing.assert_allclose(K_net, K_train.numpy(), rtol=1e-6)
+    assert float((tensor[0] - image).abs().max()) < 1.0 / 255  # bilinear on float vs on uint8: rounding only
+
+
 def test_model_depth_focal_ref_continues_a_metric_checkpoint_as_focal_relative(tmp_path):
     """model.depth_focal_ref: same weights, depth from then on x fx / ref; the recorded input size is kept."""
     import dataclasses

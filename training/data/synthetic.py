@@ -8,8 +8,9 @@ interest both visits share, with a camera on a fixed extrinsic ``base_link -> ca
 
 Each recording is one rosbag2 folder: ``/camera/image_raw`` (rgb8), ``/camera/camera_info``,
 ``/camera/depth/image_raw`` (32FC1, metres along z, NaN = no hit), ``/tf`` (``map -> base_link`` at 50 Hz,
-every image stamp included) and ``/tf_static`` (the extrinsic, once). ``scene.json`` beside them holds
-the seed, K, the image size and the ground-truth ``T_map_camera`` of every image.
+every image stamp included) and ``/tf_static`` (the extrinsic, once), written with
+:class:`mickey_ros.ros.recording.RecordingWriter` (shared with the real-data converters). ``scene.json`` beside them
+holds the seed, K, the image size and the ground-truth ``T_map_camera`` of every image.
 
 Two-camera recordings (``two_camera=True``, ``make_synthetic.py --two-camera``) carry a rig instead: camera 1
 0.1-0.5 m to the right of camera 0 and turned by a few degrees (:func:`make_rig`), both with the same K and the
@@ -34,7 +35,8 @@ import numpy as np
 
 from mickey_ros.errors import InputError, MickeyError
 from mickey_ros.geometry.se3 import invert_T, make_T
-from mickey_ros.ros import builders
+from mickey_ros.ros.recording import (BASE_FRAME, MAP_FRAME, R_BASE_OPTICAL, SINGLE_CAMERA, TF_STATIC_TOPIC,
+                                      TF_TOPIC, TWO_CAMERAS, CameraTopics, RecordingWriter, mcap_writer)
 from training.data.synthetic_render import Scene, cast_depth, make_scene, render
 from training.data.synthetic_street import make_street, make_street_intrinsics, road_half_width
 
@@ -42,34 +44,12 @@ __all__ = ["Scene", "cast_depth", "make_scene", "render", "make_intrinsics", "ma
            "make_trajectory", "make_recordings", "covisibility", "write_recording", "write_scene", "generate",
            "Summary", "CameraTopics", "SINGLE_CAMERA", "TWO_CAMERAS"]
 
-IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC = "/camera/image_raw", "/camera/camera_info", "/camera/depth/image_raw"
-TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
-MAP_FRAME, BASE_FRAME, CAMERA_FRAME = "map", "base_link", "camera_optical_frame"
-
-
-@dataclass(frozen=True)
-class CameraTopics:
-    """Where one camera of a recording goes: its three topics and the ``frame_id`` of its optical frame."""
-
-    image: str
-    info: str
-    depth: str
-    frame: str
-
-
-SINGLE_CAMERA = (CameraTopics(IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC, CAMERA_FRAME),)
-# the two-camera rig (``--two-camera``): what ``mickey-ros bag --image0 /cam0/image_raw --info0 /cam0/camera_info
-# --image1 /cam1/image_raw --info1 /cam1/camera_info`` reads
-TWO_CAMERAS = tuple(CameraTopics(f"/cam{i}/image_raw", f"/cam{i}/camera_info", f"/cam{i}/depth/image_raw",
-                                 f"cam{i}_optical_frame") for i in range(2))
 KINDS = ("room", "street")  # what write_scene generates
 START_NS = 1_700_000_000 * 10**9  # stamp of the first image of rec0
 REVISIT_NS = 100 * 10**9  # rec1 starts this much later
 FRAME_PERIOD_NS = 100_000_000  # 10 Hz images
 TF_PERIOD_NS = 20_000_000  # 50 Hz /tf; a multiple of it is FRAME_PERIOD_NS, so every image stamp has a sample
 TF_MARGIN_NS = 100_000_000  # /tf also covers this long before the first and after the last image
-# base_link (x forward, y left, z up) -> optical (x right, y down, z forward): columns are the optical axes.
-R_BASE_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 # -- trajectories ----------------------------------------------------------------------------------------
@@ -371,58 +351,6 @@ def make_recordings(scene: Scene, rng: np.random.Generator, frames: int, K: np.n
 
 
 # -- bags ------------------------------------------------------------------------------------------------
-class _BagWriter:
-    """The topics of a recording (three per camera, ``/tf``, ``/tf_static``) on a rosbags ``Writer`` (mcap), with
-    the Humble typestore."""
-
-    def __init__(self, writer: Any, cameras: tuple[CameraTopics, ...] = SINGLE_CAMERA) -> None:
-        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-        from rosbags.typesys import Stores, get_typestore
-
-        self.writer, self.ts = writer, get_typestore(Stores.ROS2_HUMBLE)
-        self.types = builders.MessageTypes.from_typestore(self.ts)
-        latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
-                      QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
-        spec = {}
-        for camera in cameras:
-            spec.update({camera.image: "sensor_msgs/msg/Image", camera.info: "sensor_msgs/msg/CameraInfo",
-                         camera.depth: "sensor_msgs/msg/Image"})
-        spec.update({TF_TOPIC: "tf2_msgs/msg/TFMessage", TF_STATIC_TOPIC: "tf2_msgs/msg/TFMessage"})
-        self.conns = {topic: writer.add_connection(topic, msgtype, typestore=self.ts,
-                                                   offered_qos_profiles=[latched] if topic == TF_STATIC_TOPIC else [])
-                      for topic, msgtype in spec.items()}
-
-    def write(self, topic: str, stamp_ns: int, msg: Any) -> None:
-        conn = self.conns[topic]
-        self.writer.write(conn, int(stamp_ns), self.ts.serialize_cdr(msg, conn.msgtype))
-
-    def tf(self, topic: str, stamp_ns: int, parent: str, children: list[tuple[str, np.ndarray]]) -> None:
-        """A TFMessage with one transform per ``(child, T_parent_child)``: the pose of ``child`` in ``parent``."""
-        hdr = builders.header(self.types, stamp_ns, parent)
-        # the builder takes T_0to1, which maps parent coordinates into child ones: the inverse of the pose
-        transforms = [builders.transform_stamped_from_relative_pose(self.types, hdr, child, invert_T(T_parent_child))
-                      for child, T_parent_child in children]
-        self.write(topic, stamp_ns, self.ts.types["tf2_msgs/msg/TFMessage"](transforms=transforms))
-
-    def image(self, topic: str, stamp_ns: int, pixels: np.ndarray, encoding: str, frame: str = CAMERA_FRAME) -> None:
-        height, width = pixels.shape[:2]
-        data = np.ascontiguousarray(pixels).view(np.uint8).reshape(-1)
-        msg = self.ts.types["sensor_msgs/msg/Image"](
-            header=builders.header(self.types, stamp_ns, frame), height=height, width=width,
-            encoding=encoding, is_bigendian=0, step=len(data) // height, data=data)
-        self.write(topic, stamp_ns, msg)
-
-    def camera_info(self, stamp_ns: int, K: np.ndarray, width: int, height: int, topic: str = INFO_TOPIC,
-                    frame: str = CAMERA_FRAME) -> None:
-        T = self.ts.types
-        roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-        msg = T["sensor_msgs/msg/CameraInfo"](
-            header=builders.header(self.types, stamp_ns, frame), height=height, width=width,
-            distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1).astype(np.float64),
-            r=np.eye(3).reshape(-1), p=np.hstack([K, np.zeros((3, 1))]).reshape(-1), binning_x=0, binning_y=0, roi=roi)
-        self.write(topic, stamp_ns, msg)
-
-
 def write_recording(path: Path, scene: Scene, K: np.ndarray, width: int, height: int, recording: Recording,
                     rng: np.random.Generator, depth: bool = True) -> list[dict[str, Any]]:
     """Render a recording and write it as a new rosbag2 folder (mcap) at ``path``.
@@ -435,8 +363,6 @@ def write_recording(path: Path, scene: Scene, K: np.ndarray, width: int, height:
         ``[{"stamp_ns": int, "T_map_camera": [4, 4] nested list}]`` per image (ground truth); for a rig also
         ``"T_map_camera1"`` (``"T_map_camera"`` is camera 0's).
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     frame_stamps = recording.frame_stamps_ns
     is_frame = set(frame_stamps.tolist())
     tf_stamps = recording.tf_stamps_ns
@@ -444,8 +370,8 @@ def write_recording(path: Path, scene: Scene, K: np.ndarray, width: int, height:
     extrinsics = recording.T_base_cameras
     cameras = SINGLE_CAMERA if len(extrinsics) == 1 else TWO_CAMERAS
     truth = []
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        out = _BagWriter(writer, cameras)
+    with mcap_writer(path) as writer:
+        out = RecordingWriter(writer, cameras)
         out.tf(TF_STATIC_TOPIC, tf_stamps[0], BASE_FRAME,
                [(camera.frame, T_base_camera) for camera, T_base_camera in zip(cameras, extrinsics)])
         for stamp, T in zip(tf_stamps.tolist(), T_map_base):
