@@ -92,7 +92,7 @@ def build_relocalizer(args: argparse.Namespace) -> Any:
 
     device = resolve_device(args.device)
     net = _load_network(args)
-    min_confidence = min_confidence_value(args.min_confidence, getattr(net, "preset", "custom"), "--min-confidence")
+    min_confidence = min_confidence_value(args.min_confidence, net, "--min-confidence")
     return Relocalizer(net, device=device, seed=args.seed, precision=args.precision,
                        resize=tuple(args.resize) if args.resize else None, max_side=_max_side(args),
                        depth_flip=args.depth_flip, refine=refine_mode(args.refine, "--refine"),
@@ -329,7 +329,7 @@ def _network_args(p: argparse.ArgumentParser) -> None:
                         "every network but the official one (default: auto)")
     p.add_argument("--min-confidence", default="auto", metavar="auto|C",
                    help="no pose below this confidence (out of the network's domain): auto = the value calibrated "
-                        "for the bundled network, 0 for the official one; 0 keeps every pose (default: auto)")
+                        "for the bundled network, 0 for any other; 0 keeps every pose (default: auto)")
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:

@@ -115,8 +115,9 @@ DEFAULT_COVARIANCE_SCALE = 0.26
 # (success=False with the reason). For the bundled network (docs/accuracy.md, "Knowing when not to answer"): on 120
 # held-out synthetic pairs no pose is below 0.035 (the lowest 5 % of the good ones are below 0.077); the bundled demo's
 # pure rotation pair has 0.027; the worst real pair (Middlebury, 13 deg off) 0.0215; KITTI's wrong-scale poses
-# 0.024-0.113, as confident as good synthetic ones, so confidence cannot flag them. min_confidence="auto" is this
-# value for the project's networks and 0 for the official preset (its inference stays as published).
+# 0.024-0.113, as confident as good synthetic ones, so confidence cannot flag them. load_default_network() gives the
+# bundled network this value as its ``min_confidence``; min_confidence="auto" uses a network's own value, else 0
+# (the official network, whose inference stays as published; a random or your own network: calibrate, then pass it).
 DEFAULT_MIN_CONFIDENCE = 0.022
 DEFAULT_MAX_SIDE = 720  # px: long side of the official test size (720 x 540), the budget for DINOv2 backbones
 WARMUP_SIZE = (294, 224)  # (W, H) px of warmup()'s synthetic pair when neither resize nor the training size is known
@@ -169,15 +170,16 @@ def refine_mode(mode: str, name: str = "refine") -> bool | str:
     return "auto" if mode == "auto" else mode == "on"
 
 
-def min_confidence_value(value: float | str, preset: str, name: str = "min_confidence") -> float:
-    """``"auto"`` (:data:`DEFAULT_MIN_CONFIDENCE`, 0 for the ``official`` preset), or a number in [0, 1] (also as
-    text, as a command line or a ROS parameter gives it) -> the threshold.
+def min_confidence_value(value: float | str, net: Any, name: str = "min_confidence") -> float:
+    """``"auto"`` (the network's own calibrated ``min_confidence``: :data:`DEFAULT_MIN_CONFIDENCE` for the bundled
+    network, else 0), or a number in [0, 1] (also as text, as a command line or a ROS parameter gives it) -> the
+    threshold.
 
     Raises:
         InputError: anything else (the message names ``name``).
     """
     if value == "auto":
-        return 0.0 if preset == "official" else DEFAULT_MIN_CONFIDENCE
+        return float(getattr(net, "min_confidence", None) or 0.0)
     try:
         number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
     except ValueError:
@@ -263,8 +265,8 @@ class Relocalizer:
             command line's and the node's words) or True/False; or a
             :class:`RefineConfig`. The result says whether it applied (``refined``, ``refine_reason``).
         min_confidence: the out-of-domain rule: a pose whose confidence is below it gives ``success=False`` with
-            the confidence in the reason (and in ``confidence``), not a pose. ``"auto"`` (default):
-            :data:`DEFAULT_MIN_CONFIDENCE`, calibrated for the bundled network, and 0 for the official preset; or a
+            the confidence in the reason (and in ``confidence``), not a pose. ``"auto"`` (default): the network's
+            own calibrated ``min_confidence`` (the bundled network: :data:`DEFAULT_MIN_CONFIDENCE`), else 0; or a
             number in [0, 1] (0 keeps every pose).
 
     Images whose K cannot belong to them (field of view outside 1-179 deg, principal point far outside) raise
@@ -333,7 +335,7 @@ class Relocalizer:
         #: the two-view bundle adjustment after the solver (:mod:`mickey_ros.geometry.two_view_ba`), or None
         self.refine: RefineConfig | None = refine
         #: poses with a lower confidence are refused (success=False): the out-of-domain rule
-        self.min_confidence = min_confidence_value(min_confidence, getattr(net, "preset", "custom"))
+        self.min_confidence = min_confidence_value(min_confidence, net)
         self.max_side = None if max_side is None else int(max_side)
         self._budget_logged: set[tuple[int, int]] = set()
         self.device = resolve_device(device)

@@ -485,12 +485,15 @@ def test_min_confidence_refuses_a_pose_below_it_with_the_reason(tiny_net, demo_p
     assert refused.reason.startswith(f"confidence {kept.confidence:.3f} below min_confidence")
     at = Relocalizer(tiny_net, seed=0, min_confidence=kept.confidence).estimate(*demo_pair)  # at the threshold: kept
     assert at.success and np.array_equal(at.T_0to1, kept.T_0to1)
-    # auto: calibrated for the project's networks, off for the official one (its inference stays as published)
-    assert Relocalizer(tiny_net).min_confidence == DEFAULT_MIN_CONFIDENCE > 0
+    # auto: the network's own calibrated threshold (the bundled network's), else 0 (official, random, your own)
+    from mickey_ros.model.default import load_default_network
+
+    assert Relocalizer(load_default_network()).min_confidence == DEFAULT_MIN_CONFIDENCE > 0
+    assert Relocalizer(tiny_net).min_confidence == 0.0
     official_like = build_model("tiny").eval()
     official_like.preset = "official"
     assert Relocalizer(official_like).min_confidence == 0.0
-    assert min_confidence_value("0.2", "small") == 0.2  # text, as a command line gives it
+    assert min_confidence_value("0.2", tiny_net) == 0.2  # text, as a command line gives it
     for bad in ("high", 1.5, -0.1, True, None):
         with pytest.raises(InputError, match=r"^min_confidence: expected 'auto' or a confidence in \[0, 1\] \(0 = "
                                              r"keep every pose\), got "):

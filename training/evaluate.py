@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                              "official one)")
     parser.add_argument("--min-confidence", default="auto", metavar="auto|C",
                         help="the Relocalizer's out-of-domain rule: no pose below this confidence (a failure); "
-                             "auto: as shipped, 0: score every pose")
+                             "auto: the network's own (the bundled one's as shipped), 0: score every pose")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override, e.g. --set data.max_angle_deg=30 (repeatable)")
     args = parser.parse_args(argv)
@@ -365,8 +365,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                           indices, batch=args.batch, depth_flip=args.depth_flip,
                                           max_side=None if args.resize else "auto",
                                           refine=refine_mode(args.refine, "--refine"),
-                                          min_confidence=min_confidence_value(args.min_confidence,
-                                                                              getattr(net, "preset", "custom"),
+                                          min_confidence=min_confidence_value(args.min_confidence, net,
                                                                               "--min-confidence"))
     write_submission(out / "submission.zip", estimates)
     if args.kind == "mapfree" and args.max_pairs is None and indices is None:  # the benchmark's own scoring of the zip

@@ -33,9 +33,12 @@ def load_default_network() -> MicKey:
     if not DEFAULT_WEIGHTS.exists():
         raise MissingWeightsError(f"default network: {DEFAULT_WEIGHTS} is missing; reinstall mickey_ros or pass "
                                   "--checkpoint")
+    from mickey_ros.pipeline import DEFAULT_MIN_CONFIDENCE
+
     net = load_checkpoint(DEFAULT_WEIGHTS)
     if net.input_size is None:
         net.input_size = TRAINED_SIZE
+    net.min_confidence = DEFAULT_MIN_CONFIDENCE  # its out-of-domain threshold, calibrated for this file
     return net
 
 

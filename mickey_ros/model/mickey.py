@@ -147,6 +147,7 @@ class MicKey(nn.Module):
         self.preset = preset
         self.input_size: tuple[int, int] | None = None  # (W, H) pixels it was trained at, if known (checkpoints)
         self.provenance: dict | None = None  # where a loaded checkpoint's weights came from, as its file says
+        self.min_confidence: float | None = None  # calibrated out-of-domain threshold (Relocalizer min_confidence)
         self.extractor = MicKeyExtractor(config)
         self.matcher = DualSoftmaxMatcher(config.match_temperature, config.dustbin_init)
         if config.freeze_backbone:

@@ -29,8 +29,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "refine": ("auto", "two-view bundle adjustment of the solver's pose: auto (on for every network but the "
                        "official one), on, off"),
     "min_confidence": (-1.0, "no pose below this confidence (out of the network's domain; a diagnostic instead): "
-                             "negative = auto (the value calibrated for the bundled network, 0 for the official "
-                             "one), 0 = keep every pose"),
+                             "negative = auto (the value calibrated for the bundled network, 0 for any other), "
+                             "0 = keep every pose"),
     "seed": (0, "solver seed"),
     "covariance_scale": (DEFAULT_COVARIANCE_SCALE, "factor on the propagated pose covariance (calibrated for the "
                                                    "bundled network; training/evaluate.py reports another one's)"),
