@@ -17,7 +17,7 @@ K = np.array([[220.0, 0.0, 146.5], [0.0, 220.0, 111.5], [0.0, 0.0, 1.0]])
 
 @pytest.fixture(scope="module")
 def reloc():
-    return Relocalizer(load_default_network(), seed=0)
+    return Relocalizer(load_default_network(), seed=0, min_confidence=0.0)  # flipped views: every pose kept
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_shared_reference_is_extracted_once(reloc, images, monkeypatch):
 
 
 def test_sizes_are_batched_separately(images, monkeypatch):
-    reloc = Relocalizer(load_default_network(), seed=0, max_side=None)  # the images as they are: two sizes
+    reloc = Relocalizer(load_default_network(), seed=0, max_side=None, min_confidence=0.0)  # two sizes
     im0, im1, _, _ = images
     small0, small1 = (np.ascontiguousarray(im[:168, :252]) for im in (im0, im1))
     seen = []

@@ -56,7 +56,8 @@ def test_default_network_is_metric_on_held_out_pairs(held_out):
         sizes.append(tuple(item["image1"].shape[-1:-3:-1]))
     s = summarize_poses(estimates, truths, Ks, sizes, [1.0] * len(truths))
     floor = s["identity"]
-    assert s["num_pairs"] == NUM_PAIRS and s["num_failures"] == 0
+    # the out-of-domain rule (min_confidence auto) may refuse a pose; at most 5 % of these in-domain pairs
+    assert s["num_pairs"] == NUM_PAIRS and s["num_failures"] <= NUM_PAIRS // 20
     assert s["median_trans_err_m"] <= 0.15 < floor["median_trans_err_m"]
     assert s["median_rot_err_deg"] <= 3.0 < floor["median_rot_err_deg"]
     assert 0.85 <= s["scale_ratio_median"] <= 1.15
